@@ -1,0 +1,76 @@
+"""optkit: composable JAX optimizers with torch.optim's exact math, speaking the optax protocol.
+
+Every optimizer is a short :func:`chain` of primitives; every primitive is a pure
+``(init, update)`` pair that jits, shards and checkpoints, and drops into ``optax.chain``,
+``flax.training.train_state.TrainState`` and ``flax.nnx.Optimizer``.
+"""
+
+from optkit._base import (
+    EmptyState,
+    GradientTransformation,
+    OptState,
+    Params,
+    Scalar,
+    ScalarOrSchedule,
+    Schedule,
+    Updates,
+    apply_updates,
+    chain,
+    identity,
+    stateless,
+)
+from optkit.optimizers.adagrad import adagrad
+from optkit.optimizers.adam import adam, adamw
+from optkit.optimizers.rmsprop import rmsprop
+from optkit.optimizers.sgd import sgd
+from optkit.transforms.adaptive import (
+    ScaleByAdamState,
+    ScaleByRmsState,
+    ScaleByRssState,
+    scale_by_adam,
+    scale_by_rms,
+    scale_by_rss,
+)
+from optkit.transforms.clipping import clip, clip_by_global_norm, global_norm
+from optkit.transforms.momentum import TraceState, trace
+from optkit.transforms.scaling import ScaleByScheduleState, negate, scale, scale_by_learning_rate
+from optkit.transforms.weight_decay import add_decayed_weights, add_l2_decay
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "EmptyState",
+    "GradientTransformation",
+    "OptState",
+    "Params",
+    "Scalar",
+    "ScalarOrSchedule",
+    "ScaleByAdamState",
+    "ScaleByRmsState",
+    "ScaleByRssState",
+    "ScaleByScheduleState",
+    "Schedule",
+    "TraceState",
+    "Updates",
+    "adagrad",
+    "adam",
+    "adamw",
+    "add_decayed_weights",
+    "add_l2_decay",
+    "apply_updates",
+    "chain",
+    "clip",
+    "clip_by_global_norm",
+    "global_norm",
+    "identity",
+    "negate",
+    "rmsprop",
+    "scale",
+    "scale_by_adam",
+    "scale_by_learning_rate",
+    "scale_by_rms",
+    "scale_by_rss",
+    "sgd",
+    "stateless",
+    "trace",
+]

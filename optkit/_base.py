@@ -1,0 +1,192 @@
+"""The gradient-transformation protocol: ``(init, update)`` pairs, ``chain`` and ``apply_updates``.
+
+optkit speaks the same structural protocol as optax, so transforms of either library compose with
+the other's ``chain`` and drop into Flax's ``TrainState`` and ``nnx.Optimizer``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+
+from optkit import _tree
+
+Params = Any
+"""A pytree of arrays: the parameters being optimized."""
+Updates = Any
+"""A pytree of arrays shaped like the params: gradients going in, deltas to add coming out."""
+OptState = Any
+"""A pytree of arrays holding a transform's state."""
+Schedule = Callable[[jax.Array], jax.typing.ArrayLike]
+"""A function of the 0-based update count returning a scalar (e.g. a learning rate)."""
+Scalar = float | jax.typing.ArrayLike
+"""A hyperparameter: a Python number or a JAX/NumPy scalar."""
+ScalarOrSchedule = Scalar | Schedule
+"""A hyperparameter that may also be a schedule of the update count."""
+
+
+class TransformInitFn(Protocol):
+    def __call__(self, params: Params) -> OptState: ...
+
+
+class TransformUpdateFn(Protocol):
+    def __call__(
+        self, updates: Updates, state: OptState, params: Params | None = None, **extra_args: Any
+    ) -> tuple[Updates, OptState]: ...
+
+
+class GradientTransformation(NamedTuple):
+    """A pure optimizer component: ``init(params) -> state`` and
+    ``update(updates, state, params=None, **extra_args) -> (updates, new_state)``.
+
+    ``update`` maps incoming updates (gradients, or the output of the previous transform) to new
+    updates, which are deltas to *add* to the params (see :func:`apply_updates`). Extra keyword
+    arguments (e.g. ``value=loss``) are forwarded by :func:`chain` to every transform; transforms
+    that do not use them ignore them.
+    """
+
+    init: TransformInitFn
+    update: TransformUpdateFn
+
+
+class EmptyState(NamedTuple):
+    """The state of a stateless transform: a pytree with no leaves."""
+
+
+def identity() -> GradientTransformation:
+    """Pass updates through unchanged.
+
+    Example:
+        >>> import jax.numpy as jnp, optkit
+        >>> tx = optkit.identity()
+        >>> tx.update(jnp.ones(2), tx.init(jnp.zeros(2)))[0]
+        Array([1., 1.], dtype=float32)
+    """
+
+    return stateless(lambda updates, params: updates)
+
+
+def _takes_extra_args(transform: Any) -> bool:
+    """Whether ``transform.update`` accepts ``**extra_args``.
+
+    optkit's own transforms always do; optax's plain ``GradientTransformation`` does not, and
+    passing it keywords would raise, so :func:`chain` checks once when it is built.
+    """
+    if isinstance(transform, GradientTransformation):
+        return True
+    if any(cls.__name__ == "GradientTransformationExtraArgs" for cls in type(transform).__mro__):
+        return True
+    try:
+        parameters = inspect.signature(transform.update).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _check_transform(transform: Any, position: int) -> None:
+    if not (
+        callable(getattr(transform, "init", None)) and callable(getattr(transform, "update", None))
+    ):
+        raise TypeError(
+            f"chain: argument {position} is {type(transform).__name__!r}, expected a gradient "
+            "transformation with callable `init` and `update` (an optkit or optax transform). "
+            "Did you pass an optimizer factory such as `optkit.adam` without calling it?"
+        )
+
+
+def chain(*transforms: Any) -> GradientTransformation:
+    """Apply transforms one after another; the state is the tuple of their states.
+
+    ``params`` and any extra keyword arguments of ``update`` are forwarded to every transform that
+    accepts them. optax transforms are accepted too.
+
+    Example:
+        >>> import jax.numpy as jnp, optkit
+        >>> tx = optkit.chain(optkit.clip(1.0), optkit.scale_by_learning_rate(0.1))
+        >>> state = tx.init(jnp.zeros(3))
+        >>> tx.update(jnp.array([0.5, 2.0, -3.0]), state)[0]
+        Array([-0.05, -0.1 ,  0.1 ], dtype=float32)
+    """
+    for position, transform in enumerate(transforms):
+        _check_transform(transform, position)
+    forwards_extra = tuple(_takes_extra_args(t) for t in transforms)
+
+    def init(params: Params) -> tuple[OptState, ...]:
+        return tuple(t.init(params) for t in transforms)
+
+    def update(
+        updates: Updates,
+        state: tuple[OptState, ...],
+        params: Params | None = None,
+        **extra_args: Any,
+    ) -> tuple[Updates, tuple[OptState, ...]]:
+        if not isinstance(state, tuple) or len(state) != len(transforms):
+            got = (
+                f"a {type(state).__name__} of length {len(state)}"
+                if isinstance(state, tuple)
+                else (type(state).__name__)
+            )
+            raise ValueError(
+                f"chain: state must be a tuple of {len(transforms)} states (one per transform), "
+                f"got {got}. Was it made by this chain's init?"
+            )
+        new_state = []
+        for transform, inner_state, forward in zip(transforms, state, forwards_extra, strict=True):
+            if forward:
+                updates, inner_state = transform.update(updates, inner_state, params, **extra_args)
+            else:
+                updates, inner_state = transform.update(updates, inner_state, params)
+            new_state.append(inner_state)
+        return updates, tuple(new_state)
+
+    return GradientTransformation(init, update)
+
+
+def apply_updates(params: Params, updates: Updates) -> Params:
+    """Return ``params + updates``, leaf by leaf.
+
+    Each sum is computed in the promoted dtype of the two leaves and cast back to the param's
+    dtype, so bfloat16 params with float32 updates stay bfloat16. ``None`` leaves in ``params``
+    (e.g. frozen entries) stay ``None``.
+
+    Raises:
+        ValueError: if the two trees differ in structure or a leaf's shape; the message names the
+            path.
+    """
+    _tree.check_match(params, updates, "apply_updates", "params", "updates")
+
+    def add(p: Any, u: Any) -> Any:
+        if p is None:
+            return None
+        return jnp.asarray(p + u).astype(jnp.result_type(p))
+
+    return jax.tree.map(add, params, updates, is_leaf=lambda x: x is None)
+
+
+def stateless(fn: Callable[[Updates, Params | None], Updates]) -> GradientTransformation:
+    """A transform with no state from a function ``fn(updates, params) -> updates``."""
+
+    def init(params: Params) -> EmptyState:
+        del params
+        return EmptyState()
+
+    def update(
+        updates: Updates, state: EmptyState, params: Params | None = None, **extra_args: Any
+    ) -> tuple[Updates, EmptyState]:
+        del extra_args
+        return fn(updates, params), state
+
+    return GradientTransformation(init, update)
+
+
+def require_params(params: Params | None, where: str) -> Params:
+    """Return ``params``, or fail with a clear message when a transform that reads them got none."""
+    if params is None:
+        raise ValueError(
+            f"{where} reads the params: call `update(updates, state, params)` with params."
+        )
+    return params

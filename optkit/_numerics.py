@@ -1,0 +1,32 @@
+"""Scalar arithmetic shared by the stateful transforms: step counters and bias corrections."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+_INT32_MAX = jnp.iinfo(jnp.int32).max
+
+
+def zero_count() -> jax.Array:
+    """A fresh update counter. int32 so it is cheap and the same under ``jax_enable_x64``."""
+    return jnp.zeros([], jnp.int32)
+
+
+def increment(count: jax.Array) -> jax.Array:
+    """``count + 1``, saturating at the int32 maximum instead of wrapping to a negative step."""
+    return jnp.where(count < _INT32_MAX, count + 1, _INT32_MAX)
+
+
+def bias_correction(decay: Any, step: jax.Array) -> jax.Array:
+    """``1 - decay**step`` for a 1-based ``step``, accurate even in float32.
+
+    torch evaluates this in Python double. Computed naively in float32, ``1 - 0.999**t`` loses
+    about 4 digits at small ``t`` because ``0.999`` itself rounds;
+    ``-expm1(t * log1p(-(1 - decay)))`` keeps ``1 - decay`` (formed in double when ``decay`` is a
+    Python number) and stays accurate to a few ulp. The result has the default float dtype
+    (float64 under ``jax_enable_x64``).
+    """
+    return -jnp.expm1(step * jnp.log1p(-(1.0 - decay)))

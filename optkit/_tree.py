@@ -1,0 +1,98 @@
+"""Pytree helpers shared by every transform: path names, structure checks, state buffers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_MAX_LISTED = 5
+
+
+def _key_name(key: Any) -> str:
+    for attribute in ("key", "idx", "name"):
+        if hasattr(key, attribute):
+            return str(getattr(key, attribute))
+    return str(key)
+
+
+def path_str(path: Sequence[Any]) -> str:
+    """Join a jax key path into the ``/``-separated string optkit uses in messages and selectors.
+
+    Dict keys, sequence indices and attribute names each become one segment:
+    ``{"params": {"Dense_0": {"bias": b}}}`` gives ``params/Dense_0/bias`` for ``b``.
+    """
+    return "/".join(_key_name(k) for k in path) or "<root>"
+
+
+def leaves_with_paths(tree: Any) -> list[tuple[str, Any]]:
+    """The leaves of ``tree`` paired with their path strings (``None`` counts as no leaf)."""
+    return [(path_str(p), leaf) for p, leaf in jax.tree_util.tree_leaves_with_path(tree)]
+
+
+def _listed(paths: Sequence[str]) -> str:
+    shown = ", ".join(repr(p) for p in paths[:_MAX_LISTED])
+    return shown + (f" and {len(paths) - _MAX_LISTED} more" if len(paths) > _MAX_LISTED else "")
+
+
+def check_match(
+    expected: Any, actual: Any, where: str, expected_name: str, actual_name: str
+) -> None:
+    """Raise ``ValueError`` unless the two trees have the same structure and leaf shapes.
+
+    Runs at trace time on static information only, so it costs nothing inside a compiled step.
+    The message names the paths that are missing, extra or differently shaped.
+    """
+    expected_def = jax.tree.structure(expected)
+    actual_def = jax.tree.structure(actual)
+    if expected_def != actual_def:
+        expected_paths = [p for p, _ in leaves_with_paths(expected)]
+        actual_paths = [p for p, _ in leaves_with_paths(actual)]
+        missing = [p for p in expected_paths if p not in set(actual_paths)]
+        extra = [p for p in actual_paths if p not in set(expected_paths)]
+        details = []
+        if missing:
+            details.append(f"missing from {actual_name}: {_listed(missing)}")
+        if extra:
+            details.append(f"not in {expected_name}: {_listed(extra)}")
+        if not details:
+            details.append(f"{expected_name} is {expected_def}, {actual_name} is {actual_def}")
+        raise ValueError(
+            f"{where}: the {actual_name} tree does not match the {expected_name} tree; "
+            + "; ".join(details)
+            + "."
+        )
+    for (path, e), (_, a) in zip(
+        leaves_with_paths(expected), leaves_with_paths(actual), strict=True
+    ):
+        e_shape, a_shape = np.shape(e), np.shape(a)
+        if e_shape != a_shape:
+            raise ValueError(
+                f"{where}: leaf {path!r} has shape {a_shape} in {actual_name} but {e_shape} in "
+                f"{expected_name}."
+            )
+
+
+def zeros_like(params: Any, dtype: Any = None) -> Any:
+    """A tree of zeros shaped like ``params``, in each leaf's dtype unless ``dtype`` is given.
+
+    Every optimizer-state buffer is made here, so how state is placed lives in one spot.
+    """
+    return full_like(params, 0, dtype)
+
+
+def full_like(params: Any, value: Any, dtype: Any = None) -> Any:
+    """A tree filled with ``value`` shaped like ``params`` (see :func:`zeros_like`)."""
+    return jax.tree.map(lambda p: jnp.full_like(p, value, dtype=dtype), params)
+
+
+def cast_like(value: jax.Array, reference: jax.Array) -> jax.Array:
+    """Cast a computed buffer back to the dtype it is stored in, only when they differ.
+
+    Keeps state dtypes stable across steps (bfloat16 state stays bfloat16 when a float32
+    hyperparameter enters the arithmetic) without emitting a convert when nothing changes.
+    """
+    return value if value.dtype == reference.dtype else value.astype(reference.dtype)

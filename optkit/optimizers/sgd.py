@@ -1,0 +1,74 @@
+"""Stochastic gradient descent with torch's momentum, dampening, Nesterov and L2 weight decay."""
+
+from __future__ import annotations
+
+import jax
+
+from optkit import _validation
+from optkit._base import GradientTransformation, ScalarOrSchedule
+from optkit.optimizers._compose import (
+    chain_present,
+    check_learning_rate,
+    maybe_l2_decay,
+    maybe_negate,
+)
+from optkit.transforms.momentum import check_nesterov, trace
+from optkit.transforms.scaling import scale_by_learning_rate
+
+
+def sgd(
+    learning_rate: ScalarOrSchedule = 1e-3,
+    momentum: float | jax.typing.ArrayLike = 0.0,
+    dampening: float | jax.typing.ArrayLike = 0.0,
+    weight_decay: float | jax.typing.ArrayLike = 0.0,
+    nesterov: bool = False,
+    *,
+    maximize: bool = False,
+) -> GradientTransformation:
+    r"""Stochastic gradient descent, optionally with momentum. Same math and defaults as
+    ``torch.optim.SGD``.
+
+    .. math::
+        g_t &\leftarrow \pm \nabla_\theta f_t(\theta_{t-1}) \quad (- \text{ if maximize}) \\
+        g_t &\leftarrow g_t + \lambda \theta_{t-1} \\
+        b_1 &= g_1, \quad b_t = \mu b_{t-1} + (1 - \tau) g_t \\
+        g_t &\leftarrow g_t + \mu b_t \text{ (nesterov) or } b_t \text{ (momentum)} \\
+        \theta_t &= \theta_{t-1} - \gamma g_t
+
+    The chain is ``negate`` (maximize) -> ``add_l2_decay`` -> ``trace`` ->
+    ``scale_by_learning_rate``; transforms whose hyperparameter is a Python zero are left out.
+
+    Args:
+        learning_rate: :math:`\gamma`, a number or a schedule of the 0-based update count
+            (torch's ``lr``; default ``1e-3``).
+        momentum: :math:`\mu >= 0` (default 0: no momentum buffer).
+        dampening: :math:`\tau` in ``[0, 1]`` (default 0).
+        weight_decay: L2 coefficient :math:`\lambda >= 0` (default 0).
+        nesterov: Nesterov momentum; needs ``momentum > 0`` and ``dampening == 0``.
+        maximize: ascend the objective instead of descending it.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optkit
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> loss = lambda p: jnp.sum(p["w"] ** 2)
+        >>> tx = optkit.sgd(learning_rate=0.1, momentum=0.9)
+        >>> state = tx.init(params)
+        >>> for _ in range(3):
+        ...     grads = jax.grad(loss)(params)
+        ...     updates, state = tx.update(grads, state, params)
+        ...     params = optkit.apply_updates(params, updates)
+        >>> params["w"]
+        Array([ 0.05600001, -0.11200003], dtype=float32)
+    """
+    check_learning_rate(learning_rate)
+    _validation.non_negative("momentum", momentum)
+    _validation.scalar("dampening", dampening, low=0.0, high=1.0)
+    _validation.non_negative("weight_decay", weight_decay)
+    nesterov = _validation.boolean("nesterov", nesterov)
+    check_nesterov(momentum, dampening, nesterov)
+    return chain_present(
+        maybe_negate(maximize),
+        maybe_l2_decay(weight_decay),
+        None if _validation.is_static_zero(momentum) else trace(momentum, dampening, nesterov),
+        scale_by_learning_rate(learning_rate),
+    )

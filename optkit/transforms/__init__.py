@@ -1,0 +1,1 @@
+"""Gradient-transformation primitives, grouped by idea. The public names live in ``optkit``."""

@@ -1,0 +1,94 @@
+"""Momentum: torch's SGD momentum buffer, with dampening and Nesterov."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from optkit import _numerics, _tree, _validation
+from optkit._base import GradientTransformation, Params, Updates
+
+
+class TraceState(NamedTuple):
+    """The update count and the momentum buffer (one per param leaf, in the param's dtype)."""
+
+    count: jax.Array
+    trace: Updates
+
+
+def check_nesterov(decay, dampening, nesterov: bool) -> None:
+    """torch's rule: Nesterov momentum needs a non-zero momentum and no dampening."""
+    if not nesterov:
+        return
+    if _validation.is_static_zero(decay):
+        raise ValueError("nesterov=True requires momentum (decay) > 0, got 0.")
+    if not _validation.is_static_zero(dampening):
+        raise ValueError(f"nesterov=True requires dampening=0, got dampening={dampening!r}.")
+
+
+def trace(
+    decay: float | jax.typing.ArrayLike,
+    dampening: float | jax.typing.ArrayLike = 0.0,
+    nesterov: bool = False,
+) -> GradientTransformation:
+    r"""Accumulate a momentum buffer, exactly as ``torch.optim.SGD`` does.
+
+    .. math::
+        b_1 = g_1, \qquad b_t = \mu\, b_{t-1} + (1 - \tau)\, g_t \quad (t > 1)
+
+    and the output is :math:`b_t`, or :math:`g_t + \mu b_t` with ``nesterov``. The first buffer is
+    the gradient itself, undampened (torch's ``clone``); optax's ``trace`` has no dampening.
+
+    Args:
+        decay: the momentum coefficient :math:`\mu >= 0`.
+        dampening: :math:`\tau` in ``[0, 1]``, the share of the gradient held back.
+        nesterov: use Nesterov momentum (requires ``decay > 0`` and ``dampening == 0``).
+
+    Example:
+        >>> import jax.numpy as jnp, optkit
+        >>> tx = optkit.trace(0.9)
+        >>> state = tx.init(jnp.zeros(1))
+        >>> u, state = tx.update(jnp.ones(1), state)
+        >>> u, state = tx.update(jnp.ones(1), state)
+        >>> u
+        Array([1.9], dtype=float32)
+    """
+    _validation.non_negative("decay", decay)
+    _validation.scalar("dampening", dampening, low=0.0, high=1.0)
+    nesterov = _validation.boolean("nesterov", nesterov)
+    check_nesterov(decay, dampening, nesterov)
+    undampened = _validation.is_static_zero(dampening)
+
+    def init(params: Params) -> TraceState:
+        return TraceState(count=_numerics.zero_count(), trace=_tree.zeros_like(params))
+
+    def update(updates, state, params=None, **extra_args):
+        del params, extra_args
+        _tree.check_match(state.trace, updates, "trace", "momentum buffer", "updates")
+        if undampened:
+            # The buffer starts at zero, so decay * 0 + g is torch's first-step clone of g.
+            new_trace = jax.tree.map(
+                lambda b, g: _tree.cast_like(decay * b + g, b), state.trace, updates
+            )
+        else:
+            first = state.count == 0
+            buffer_weight = jnp.where(first, 0.0, decay)
+            grad_weight = jnp.where(first, 1.0, 1.0 - dampening)
+            new_trace = jax.tree.map(
+                lambda b, g: _tree.cast_like(
+                    _tree.cast_like(buffer_weight, b) * b + _tree.cast_like(grad_weight, g) * g, b
+                ),
+                state.trace,
+                updates,
+            )
+        if nesterov:
+            updates = jax.tree.map(
+                lambda g, b: _tree.cast_like(g + decay * b, g), updates, new_trace
+            )
+        else:
+            updates = new_trace
+        return updates, TraceState(count=_numerics.increment(state.count), trace=new_trace)
+
+    return GradientTransformation(init, update)

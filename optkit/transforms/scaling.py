@@ -1,0 +1,100 @@
+"""Scaling primitives: constant factors, learning rates (constant or scheduled) and sign flips."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from optkit import _numerics, _tree, _validation
+from optkit._base import GradientTransformation, Params, ScalarOrSchedule, Updates, stateless
+
+
+class ScaleByScheduleState(NamedTuple):
+    """The number of updates applied so far; the schedule is evaluated at this 0-based count."""
+
+    count: jax.Array
+
+
+def _scale_tree(updates: Updates, factor: Any) -> Updates:
+    """Multiply every leaf by a scalar, in the leaf's own dtype.
+
+    A Python float is weakly typed and never promotes; a JAX scalar (a schedule's output, an
+    injected hyperparameter) is cast to each leaf's dtype so float32 updates stay float32.
+    """
+
+    def scale_leaf(u: jax.Array) -> jax.Array:
+        if isinstance(factor, jax.Array):
+            return u * _tree.cast_like(factor, u)
+        return u * factor
+
+    return jax.tree.map(scale_leaf, updates)
+
+
+def scale(step_size: float | jax.typing.ArrayLike) -> GradientTransformation:
+    """Multiply updates by a constant ``step_size`` (any sign).
+
+    Example:
+        >>> import jax.numpy as jnp, optkit
+        >>> tx = optkit.scale(0.5)
+        >>> tx.update(jnp.array([2.0, -4.0]), tx.init(None))[0]
+        Array([ 1., -2.], dtype=float32)
+    """
+    _validation.scalar("step_size", step_size, low=None)
+
+    return stateless(lambda updates, params: _scale_tree(updates, step_size))
+
+
+def negate() -> GradientTransformation:
+    """Flip the sign of the updates: torch's ``maximize=True``, which negates the gradient first.
+
+    Put it at the start of a chain to ascend the objective instead of descending it.
+    """
+    return scale(-1.0)
+
+
+def scale_by_learning_rate(
+    learning_rate: ScalarOrSchedule, *, flip_sign: bool = True
+) -> GradientTransformation:
+    """Scale updates by ``-learning_rate`` (or ``+learning_rate`` with ``flip_sign=False``).
+
+    Updates are deltas to add to the params, so descent needs the minus sign.
+
+    Args:
+        learning_rate: a non-negative number, a JAX scalar, or a schedule: a function of the
+            0-based update count returning the learning rate for that update (the ``k``-th update
+            uses ``schedule(k)``, as torch's lr after ``k`` ``scheduler.step()`` calls).
+        flip_sign: negate the learning rate (the default) so that updates descend.
+
+    Example:
+        >>> import jax.numpy as jnp, optkit
+        >>> tx = optkit.scale_by_learning_rate(lambda count: 0.1 / (1 + count))
+        >>> state = tx.init(jnp.zeros(1))
+        >>> u, state = tx.update(jnp.ones(1), state)
+        >>> u, state = tx.update(jnp.ones(1), state)
+        >>> u
+        Array([-0.05], dtype=float32)
+    """
+    _validation.non_negative("learning_rate", learning_rate, allow_schedule=True)
+    flip_sign = _validation.boolean("flip_sign", flip_sign)
+    sign = -1.0 if flip_sign else 1.0
+
+    if not callable(learning_rate):
+        return scale(sign * learning_rate)
+
+    def init(params: Params) -> ScaleByScheduleState:
+        del params
+        return ScaleByScheduleState(count=_numerics.zero_count())
+
+    def update(updates, state, params=None, **extra_args):
+        del params, extra_args
+        factor = sign * jnp.asarray(learning_rate(state.count))
+        if factor.ndim != 0:
+            raise ValueError(
+                f"scale_by_learning_rate: the schedule returned shape {factor.shape}; it must "
+                "return a scalar."
+            )
+        return _scale_tree(updates, factor), ScaleByScheduleState(_numerics.increment(state.count))
+
+    return GradientTransformation(init, update)

@@ -1,0 +1,108 @@
+"""Weight decay, coupled (L2 added to the gradient) and decoupled (AdamW's shrink)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from optkit import _tree, _validation
+from optkit._base import GradientTransformation, Params, Updates, require_params, stateless
+
+Mask = Any | Callable[[Params], Any]
+"""A pytree of bools shaped like the params (or a prefix of them), or a function of the params
+returning one. ``True`` marks the leaves to decay."""
+
+
+def _resolve_mask(mask: Mask, params: Params, where: str) -> Any:
+    """A full tree of Python bools, one per param leaf, from a mask tree, prefix or function."""
+    tree = mask(params) if callable(mask) else mask
+    try:
+        full = jax.tree.map(lambda m, sub: jax.tree.map(lambda _: m, sub), tree, params)
+    except ValueError as error:
+        raise ValueError(
+            f"{where}: the mask must be a pytree of bools with the params' structure or a prefix "
+            f"of it: {error}"
+        ) from None
+    for path, leaf in _tree.leaves_with_paths(full):
+        if not isinstance(leaf, bool | np.bool_):
+            raise TypeError(
+                f"{where}: mask entry {path!r} is {type(leaf).__name__}, expected a Python bool "
+                "(the mask decides at trace time which leaves are decayed)."
+            )
+    return full
+
+
+def _add_scaled_params(where: str, weight_decay: Any, mask: Mask | None) -> GradientTransformation:
+    """``updates + weight_decay * params`` on the leaves selected by ``mask``."""
+    _validation.non_negative("weight_decay", weight_decay)
+
+    def decay_tree(updates: Updates, params: Params | None) -> Updates:
+        params = require_params(params, where)
+        _tree.check_match(params, updates, where, "params", "updates")
+        selected = (
+            jax.tree.map(lambda _: True, params)
+            if mask is None
+            else _resolve_mask(mask, params, where)
+        )
+
+        def decay(u: jax.Array, p: jax.Array, use: bool) -> jax.Array:
+            return _tree.cast_like(u + weight_decay * p, u) if use else u
+
+        return jax.tree.map(decay, updates, params, selected)
+
+    return stateless(decay_tree)
+
+
+def add_l2_decay(
+    weight_decay: float | jax.typing.ArrayLike, mask: Mask | None = None
+) -> GradientTransformation:
+    r"""Add ``weight_decay * params`` to the gradient: coupled (L2) weight decay.
+
+    .. math:: g_t \leftarrow g_t + \lambda \theta_{t-1}
+
+    This is the ``weight_decay`` of ``torch.optim.SGD``, ``Adam``, ``Adagrad`` and ``RMSprop``: it
+    goes at the start of a chain, before momentum or adaptive scaling, so the decay term is
+    accumulated and rescaled with the gradient.
+
+    Args:
+        weight_decay: the coefficient :math:`\lambda >= 0`.
+        mask: which leaves to decay (a bool pytree, a prefix of one, or a function of the params
+            returning one); all leaves when ``None``.
+
+    Example:
+        >>> import jax.numpy as jnp, optkit
+        >>> tx = optkit.add_l2_decay(0.1)
+        >>> params = jnp.array([1.0, 2.0])
+        >>> tx.update(jnp.zeros(2), tx.init(params), params)[0]
+        Array([0.1, 0.2], dtype=float32)
+    """
+    return _add_scaled_params("add_l2_decay", weight_decay, mask)
+
+
+def add_decayed_weights(
+    weight_decay: float | jax.typing.ArrayLike, mask: Mask | None = None
+) -> GradientTransformation:
+    r"""Add ``weight_decay * params`` to the *preconditioned* update: decoupled weight decay.
+
+    Placed after an adaptive transform and before ``scale_by_learning_rate``, the final update is
+    :math:`-\gamma (u_t + \lambda \theta_{t-1})`, which is torch's AdamW shrink
+    :math:`\theta \leftarrow \theta (1 - \gamma \lambda)` followed by the Adam step, with the
+    decay following the (scheduled) learning rate as in torch.
+
+    Args:
+        weight_decay: the coefficient :math:`\lambda >= 0`.
+        mask: which leaves to decay (a bool pytree, a prefix of one, or a function of the params
+            returning one); all leaves when ``None``. Masking biases and norms out is common.
+
+    Example:
+        >>> import jax.numpy as jnp, optkit
+        >>> params = {"w": jnp.ones(2), "b": jnp.ones(2)}
+        >>> tx = optkit.add_decayed_weights(0.5, mask={"w": True, "b": False})
+        >>> grads = {"w": jnp.zeros(2), "b": jnp.zeros(2)}
+        >>> tx.update(grads, tx.init(params), params)[0]["b"]
+        Array([0., 0.], dtype=float32)
+    """
+    return _add_scaled_params("add_decayed_weights", weight_decay, mask)
