@@ -19,6 +19,14 @@ from optkit._base import (
     identity,
     stateless,
 )
+from optkit.combinators.masking import (
+    MaskedNode,
+    MaskedState,
+    PartitionState,
+    masked,
+    partition,
+)
+from optkit.combinators.param_groups import ParamGroupsState, Selector, param_groups
 from optkit.optimizers.adagrad import adagrad
 from optkit.optimizers.adam import adam, adamw
 from optkit.optimizers.rmsprop import rmsprop
@@ -41,8 +49,12 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "EmptyState",
     "GradientTransformation",
+    "MaskedNode",
+    "MaskedState",
     "OptState",
+    "ParamGroupsState",
     "Params",
+    "PartitionState",
     "Scalar",
     "ScalarOrSchedule",
     "ScaleByAdamState",
@@ -50,6 +62,7 @@ __all__ = [
     "ScaleByRssState",
     "ScaleByScheduleState",
     "Schedule",
+    "Selector",
     "TraceState",
     "Updates",
     "adagrad",
@@ -63,7 +76,10 @@ __all__ = [
     "clip_by_global_norm",
     "global_norm",
     "identity",
+    "masked",
     "negate",
+    "param_groups",
+    "partition",
     "rmsprop",
     "scale",
     "scale_by_adam",

@@ -23,9 +23,14 @@ def path_str(path: Sequence[Any]) -> str:
     """Join a jax key path into the ``/``-separated string optkit uses in messages and selectors.
 
     Dict keys, sequence indices and attribute names each become one segment:
-    ``{"params": {"Dense_0": {"bias": b}}}`` gives ``params/Dense_0/bias`` for ``b``.
+    ``{"params": {"Dense_0": {"bias": b}}}`` gives ``params/Dense_0/bias`` for ``b``, and
+    ``[w, {"b": b}]`` gives ``0`` and ``1/b``. The trailing ``value`` attribute of a Flax nnx
+    ``Variable`` is not a segment, so an ``nnx.State`` leaf reads ``l1/bias``, as in the module.
     """
-    return "/".join(_key_name(k) for k in path) or "<root>"
+    keys = list(path)
+    if keys and isinstance(keys[-1], jax.tree_util.GetAttrKey) and keys[-1].name == "value":
+        keys.pop()
+    return "/".join(_key_name(k) for k in keys) or "<root>"
 
 
 def leaves_with_paths(tree: Any) -> list[tuple[str, Any]]:
@@ -33,7 +38,8 @@ def leaves_with_paths(tree: Any) -> list[tuple[str, Any]]:
     return [(path_str(p), leaf) for p, leaf in jax.tree_util.tree_leaves_with_path(tree)]
 
 
-def _listed(paths: Sequence[str]) -> str:
+def listed(paths: Sequence[str]) -> str:
+    """The first few paths, quoted, for an error message."""
     shown = ", ".join(repr(p) for p in paths[:_MAX_LISTED])
     return shown + (f" and {len(paths) - _MAX_LISTED} more" if len(paths) > _MAX_LISTED else "")
 
@@ -55,9 +61,9 @@ def check_match(
         extra = [p for p in actual_paths if p not in set(expected_paths)]
         details = []
         if missing:
-            details.append(f"missing from {actual_name}: {_listed(missing)}")
+            details.append(f"missing from {actual_name}: {listed(missing)}")
         if extra:
-            details.append(f"not in {expected_name}: {_listed(extra)}")
+            details.append(f"not in {expected_name}: {listed(extra)}")
         if not details:
             details.append(f"{expected_name} is {expected_def}, {actual_name} is {actual_def}")
         raise ValueError(
@@ -96,3 +102,30 @@ def cast_like(value: jax.Array, reference: jax.Array) -> jax.Array:
     hyperparameter enters the arithmetic) without emitting a convert when nothing changes.
     """
     return value if value.dtype == reference.dtype else value.astype(reference.dtype)
+
+
+def broadcast_prefix(prefix: Any, tree: Any, where: str, what: str) -> Any:
+    """Repeat each leaf of ``prefix`` over the matching subtree of ``tree``.
+
+    A mask or label tree may stop early: ``{"encoder": False, "head": True}`` covers every leaf
+    under ``encoder`` and ``head``. The result has exactly ``tree``'s structure.
+    """
+    try:
+        return jax.tree.map(lambda value, sub: jax.tree.map(lambda _: value, sub), prefix, tree)
+    except ValueError as error:
+        raise ValueError(
+            f"{where}: the {what} must have the params' structure, or a prefix of it: {error}"
+        ) from None
+
+
+def resolve_mask(mask: Any, tree: Any, where: str) -> Any:
+    """A tree of Python bools with ``tree``'s structure, from a mask, a prefix of one, or a
+    function of ``tree`` returning either."""
+    full = broadcast_prefix(mask(tree) if callable(mask) else mask, tree, where, "mask")
+    for path, leaf in leaves_with_paths(full):
+        if not isinstance(leaf, bool | np.bool_):
+            raise TypeError(
+                f"{where}: mask entry {path!r} is {type(leaf).__name__}, expected a Python bool "
+                "(the mask decides at trace time which leaves are selected)."
+            )
+    return jax.tree.map(bool, full)

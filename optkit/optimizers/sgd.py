@@ -58,7 +58,7 @@ def sgd(
         ...     updates, state = tx.update(grads, state, params)
         ...     params = optkit.apply_updates(params, updates)
         >>> params["w"]
-        Array([ 0.05600001, -0.11200003], dtype=float32)
+        Array([ 0.06200001, -0.12400001], dtype=float32)
     """
     check_learning_rate(learning_rate)
     _validation.non_negative("momentum", momentum)

@@ -75,7 +75,8 @@ def trace(
         else:
             first = state.count == 0
             buffer_weight = jnp.where(first, 0.0, decay)
-            grad_weight = jnp.where(first, 1.0, 1.0 - dampening)
+            # With a zero momentum torch keeps no buffer, so the gradient is never dampened.
+            grad_weight = jnp.where(first | (decay == 0), 1.0, 1.0 - dampening)
             new_trace = jax.tree.map(
                 lambda b, g: _tree.cast_like(
                     _tree.cast_like(buffer_weight, b) * b + _tree.cast_like(grad_weight, g) * g, b

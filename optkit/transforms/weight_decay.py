@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import numpy as np
 
 from optkit import _tree, _validation
 from optkit._base import GradientTransformation, Params, Updates, require_params, stateless
@@ -14,25 +13,6 @@ from optkit._base import GradientTransformation, Params, Updates, require_params
 Mask = Any | Callable[[Params], Any]
 """A pytree of bools shaped like the params (or a prefix of them), or a function of the params
 returning one. ``True`` marks the leaves to decay."""
-
-
-def _resolve_mask(mask: Mask, params: Params, where: str) -> Any:
-    """A full tree of Python bools, one per param leaf, from a mask tree, prefix or function."""
-    tree = mask(params) if callable(mask) else mask
-    try:
-        full = jax.tree.map(lambda m, sub: jax.tree.map(lambda _: m, sub), tree, params)
-    except ValueError as error:
-        raise ValueError(
-            f"{where}: the mask must be a pytree of bools with the params' structure or a prefix "
-            f"of it: {error}"
-        ) from None
-    for path, leaf in _tree.leaves_with_paths(full):
-        if not isinstance(leaf, bool | np.bool_):
-            raise TypeError(
-                f"{where}: mask entry {path!r} is {type(leaf).__name__}, expected a Python bool "
-                "(the mask decides at trace time which leaves are decayed)."
-            )
-    return full
 
 
 def _add_scaled_params(where: str, weight_decay: Any, mask: Mask | None) -> GradientTransformation:
@@ -45,7 +25,7 @@ def _add_scaled_params(where: str, weight_decay: Any, mask: Mask | None) -> Grad
         selected = (
             jax.tree.map(lambda _: True, params)
             if mask is None
-            else _resolve_mask(mask, params, where)
+            else _tree.resolve_mask(mask, params, where)
         )
 
         def decay(u: jax.Array, p: jax.Array, use: bool) -> jax.Array:

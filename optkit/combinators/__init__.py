@@ -1,0 +1,1 @@
+"""Combinators that route leaves to transforms. The public names live in ``optkit``."""

@@ -1,0 +1,144 @@
+"""Run one parity case for a fixed number of steps in torch and in optkit, and compare the paths.
+
+Both runners return the whole trajectory (the initial params, then the params after each step) so
+a mismatch can be located at the first step where it appears, not just at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import optkit
+from tests.parity import problem
+from tests.parity.cases import Case
+
+STEPS = 30
+DTYPES: dict[str, type[np.floating]] = {"float32": np.float32, "float64": np.float64}
+
+Trajectory = list[dict[str, np.ndarray]]
+JaxParams = dict[str, jax.Array]
+
+
+def make_optkit_step(
+    case: Case, dtype: type[np.floating]
+) -> tuple[JaxParams, optkit.GradientTransformation, Callable]:
+    """Initial jax params, the case's transform, and its jitted ``(params, grads, state)`` step.
+
+    The step is jitted once per case and dtype; the loop in ``run_optkit`` reuses the program.
+    Gradients come from ``problem.jax_value_and_grad``, compiled once for all cases, so each case
+    compiles only its own update + apply (XLA compile time dominates the suite's run time).
+    """
+    if dtype == np.float64 and not jax.config.jax_enable_x64:
+        raise RuntimeError("float64 parity needs jax_enable_x64 (tests/conftest.py turns it on)")
+    params = {name: jnp.asarray(value) for name, value in problem.initial_params(dtype).items()}
+    tx = case.make_optkit()
+
+    @jax.jit
+    def step(
+        params: JaxParams, grads: JaxParams, state: optkit.OptState
+    ) -> tuple[JaxParams, optkit.OptState]:
+        updates, state = tx.update(grads, state, params)
+        return optkit.apply_updates(params, updates), state
+
+    return params, tx, step
+
+
+def run_optkit(case: Case, dtype: type[np.floating], steps: int = STEPS) -> Trajectory:
+    """The params before and after each of ``steps`` optkit updates, as numpy arrays."""
+    params, tx, step = make_optkit_step(case, dtype)
+    state = tx.init(params)
+    trajectory = [_numpy_tree(params)]
+    for _ in range(steps):
+        _, grads = problem.jax_value_and_grad(params)
+        params, state = step(params, grads, state)
+        trajectory.append(_numpy_tree(params))
+    return trajectory
+
+
+def run_torch(case: Case, dtype: type[np.floating], steps: int = STEPS) -> Trajectory:
+    """The params before and after each of ``steps`` torch.optim steps, as numpy arrays."""
+    import torch  # Imported here so the golden-file tests run without torch.
+
+    params = {
+        name: torch.tensor(value, requires_grad=True)
+        for name, value in problem.initial_params(dtype).items()
+    }
+    optimizer = getattr(torch.optim, case.torch_optimizer)(params.values(), **case.torch_kwargs)
+    trajectory = [_numpy_tree(params)]
+    for _ in range(steps):
+        optimizer.zero_grad()
+        problem.torch_loss(params).backward()
+        if case.torch_clip is not None:
+            clip_name, threshold = case.torch_clip
+            getattr(torch.nn.utils, clip_name)(params.values(), threshold)
+        optimizer.step()
+        trajectory.append(_numpy_tree(params))
+    return trajectory
+
+
+def _numpy_tree(params: dict) -> dict[str, np.ndarray]:
+    """A numpy copy of a dict of jax arrays or (detached) torch tensors."""
+    return {
+        name: (p.detach().numpy() if hasattr(p, "detach") else np.asarray(p)).copy()
+        for name, p in params.items()
+    }
+
+
+def stack(trajectory: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per leaf, the trajectory as one array with the step as its leading axis."""
+    return {name: np.stack([params[name] for params in trajectory]) for name in trajectory[0]}
+
+
+@dataclasses.dataclass(frozen=True)
+class Mismatch:
+    """Where two trajectories first disagree beyond tolerance, and by how much overall."""
+
+    first_step: int
+    leaf: str
+    max_relative_error: float
+    worst_step: int
+
+    def __str__(self) -> str:
+        return (
+            f"first out of tolerance at step {self.first_step} (leaf {self.leaf!r}); "
+            f"max relative error {self.max_relative_error:.3g} at step {self.worst_step}"
+        )
+
+
+def compare(
+    actual: Sequence[dict[str, np.ndarray]] | dict[str, np.ndarray],
+    expected: Sequence[dict[str, np.ndarray]] | dict[str, np.ndarray],
+    *,
+    rtol: float,
+    atol: float,
+) -> Mismatch | None:
+    """None if every step of ``actual`` is within ``atol + rtol * |expected|``, else a Mismatch.
+
+    Accepts trajectories as lists of param dicts or as stacked per-leaf arrays.
+    """
+    actual = actual if isinstance(actual, dict) else stack(actual)
+    expected = expected if isinstance(expected, dict) else stack(expected)
+    if actual.keys() != expected.keys():
+        raise ValueError(f"leaves differ: {sorted(actual)} vs {sorted(expected)}")
+    first: tuple[int, str] | None = None
+    worst_error, worst_step = 0.0, 0
+    for name in sorted(expected):
+        a, e = actual[name].astype(np.float64), expected[name].astype(np.float64)
+        if a.shape != e.shape:
+            raise ValueError(f"leaf {name!r}: shape {a.shape} vs {e.shape}")
+        error = np.abs(a - e).reshape(len(e), -1)
+        scale = np.abs(e).reshape(len(e), -1)
+        bad_steps = np.flatnonzero(np.any(~(error <= atol + rtol * scale), axis=1))
+        if bad_steps.size and (first is None or bad_steps[0] < first[0]):
+            first = (int(bad_steps[0]), name)
+        relative = np.max(error / np.maximum(scale, atol), axis=1)
+        if np.max(relative) > worst_error:
+            worst_error, worst_step = float(np.max(relative)), int(np.argmax(relative))
+    if first is None:
+        return None
+    return Mismatch(first[0], first[1], worst_error, worst_step)

@@ -1,0 +1,213 @@
+"""dtype behaviour under ``jax_enable_x64``: float64 stays float64, float32 and bfloat16 stay put.
+
+The test session runs with x64 on (tests/conftest.py), the setting in which a stray Python-double
+hyperparameter or a float64 schedule could silently promote float32 or bfloat16 state.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import optkit
+
+OPTIMIZERS = {
+    "sgd": lambda lr: optkit.sgd(lr, momentum=0.9, dampening=0.1, weight_decay=1e-4),
+    "sgd_nesterov": lambda lr: optkit.sgd(lr, momentum=0.9, nesterov=True, weight_decay=1e-4),
+    "adam": lambda lr: optkit.adam(lr, weight_decay=1e-4),
+    "adam_amsgrad": lambda lr: optkit.adam(lr, b2=0.99, amsgrad=True),
+    "adamw": lambda lr: optkit.adamw(lr, weight_decay=1e-2, mask={"w": True, "b": False}),
+    "adagrad": lambda lr: optkit.adagrad(
+        lr, lr_decay=1e-2, weight_decay=1e-4, initial_accumulator_value=0.1
+    ),
+    "rmsprop": lambda lr: optkit.rmsprop(lr, momentum=0.5, weight_decay=1e-4),
+    "rmsprop_centered": lambda lr: optkit.rmsprop(lr, alpha=0.9, centered=True),
+    "clipped_adam": lambda lr: optkit.chain(
+        optkit.clip(1.0), optkit.clip_by_global_norm(5.0), optkit.adam(lr)
+    ),
+}
+
+LEARNING_RATES = {
+    "python_float": lambda lr: lr,
+    "float64_scalar": lambda lr: jnp.asarray(lr, jnp.float64),
+    "float64_schedule": lambda lr: lambda count: jnp.asarray(lr, jnp.float64) * 0.99**count,
+}
+
+_rng = np.random.default_rng(0)
+_X = _rng.normal(size=(16, 4))
+_W_TRUE = _rng.normal(size=(4, 3))
+_B_TRUE = _rng.normal(size=(3,))
+_Y = _X @ _W_TRUE + _B_TRUE
+
+
+def make_params(dtype, b_dtype=None):
+    return {
+        "w": jnp.asarray(_rng.normal(size=(4, 3)) * 0.1, dtype),
+        "b": jnp.zeros(3, dtype if b_dtype is None else b_dtype),
+    }
+
+
+def loss(params):
+    # Computed in float32 or wider whatever the params' dtype; gradients come back in each
+    # param's own dtype.
+    wide = jnp.promote_types(jnp.result_type(params["w"]), jnp.float32)
+    x, y = jnp.asarray(_X, wide), jnp.asarray(_Y, wide)
+    prediction = x @ params["w"].astype(wide) + params["b"].astype(wide)
+    return jnp.mean((prediction - y) ** 2)
+
+
+def is_count(path, leaf) -> bool:
+    return getattr(path[-1], "name", None) == "count" and np.ndim(leaf) == 0
+
+
+def float_state_leaves(state):
+    """The state's leaves except the int32 update counters, which must be int32 scalars."""
+    floats = []
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+        if is_count(path, leaf):
+            assert leaf.dtype == jnp.int32, jax.tree_util.keystr(path)
+        else:
+            floats.append((jax.tree_util.keystr(path), leaf))
+    return floats
+
+
+def two_steps(tx, params):
+    """Init and two updates; returns the last updates, the state and the jaxpr of ``update``."""
+    state = tx.init(params)
+    grads = jax.grad(loss)(params)
+    updates, state = tx.update(grads, state, params)
+    jaxpr = jax.make_jaxpr(tx.update)(grads, state, params)
+    updates, state = tx.update(grads, state, params)
+    return updates, state, jaxpr
+
+
+# --- float64 -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lr_kind", list(LEARNING_RATES))
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_float64_end_to_end(name, lr_kind):
+    tx = OPTIMIZERS[name](LEARNING_RATES[lr_kind](1e-2))
+    updates, state, jaxpr = two_steps(tx, make_params(jnp.float64))
+
+    for path, leaf in float_state_leaves(state):
+        assert leaf.dtype == jnp.float64, path
+    for leaf in jax.tree.leaves(updates):
+        assert leaf.dtype == jnp.float64
+    for aval in jaxpr.out_avals:
+        assert aval.dtype in (jnp.float64, jnp.int32), aval
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_float64_update_computes_nothing_in_float32(name):
+    tx = OPTIMIZERS[name](LEARNING_RATES["float64_schedule"](1e-2))
+    _, _, jaxpr = two_steps(tx, make_params(jnp.float64))
+
+    assert "f32" not in str(jaxpr)
+
+
+# --- float32 -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lr_kind", list(LEARNING_RATES))
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_float32_params_stay_float32(name, lr_kind):
+    tx = OPTIMIZERS[name](LEARNING_RATES[lr_kind](1e-2))
+    params = make_params(jnp.float32)
+    updates, state, jaxpr = two_steps(tx, params)
+
+    for path, leaf in float_state_leaves(state):
+        assert leaf.dtype == jnp.float32, path
+    for leaf in jax.tree.leaves(updates):
+        assert leaf.dtype == jnp.float32
+    for aval in jaxpr.out_avals:
+        assert aval.dtype in (jnp.float32, jnp.int32), aval
+    assert optkit.apply_updates(params, updates)["w"].dtype == jnp.float32
+
+
+# --- bfloat16 ----------------------------------------------------------------------------------
+
+BF16_LEARNING_RATES = {
+    "sgd": 0.05,
+    "sgd_nesterov": 0.05,
+    "adam": 0.1,
+    "adam_amsgrad": 0.1,
+    "adamw": 0.1,
+    "adagrad": 0.3,
+    "rmsprop": 0.02,
+    "rmsprop_centered": 0.02,
+    "clipped_adam": 0.1,
+}
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_bfloat16_training(name):
+    tx = OPTIMIZERS[name](BF16_LEARNING_RATES[name])
+    params = make_params(jnp.bfloat16)
+    state = tx.init(params)
+
+    @jax.jit
+    def step(params, state):
+        value, grads = jax.value_and_grad(loss)(params)
+        updates, state = tx.update(grads, state, params)
+        return optkit.apply_updates(params, updates), state, value, updates
+
+    initial_loss = float(loss(params))
+    for _ in range(20):
+        params, state, _, updates = step(params, state)
+    final_loss = float(loss(params))
+
+    for leaf in jax.tree.leaves(params) + jax.tree.leaves(updates):
+        assert leaf.dtype == jnp.bfloat16
+        assert np.all(np.isfinite(np.asarray(leaf, np.float32)))
+    for path, leaf in float_state_leaves(state):
+        assert leaf.dtype == jnp.bfloat16, path
+        assert np.all(np.isfinite(np.asarray(leaf, np.float32))), path
+    assert np.isfinite(final_loss)
+    assert final_loss < 0.3 * initial_loss
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_mixed_tree_keeps_each_leaf_dtype(name):
+    tx = OPTIMIZERS[name](LEARNING_RATES["float64_schedule"](1e-2))
+    params = make_params(jnp.bfloat16, b_dtype=jnp.float32)
+    updates, state, jaxpr = two_steps(tx, params)
+    expected = {"w": jnp.bfloat16, "b": jnp.float32}
+
+    for key, leaf in updates.items():
+        assert leaf.dtype == expected[key], key
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+        if not is_count(path, leaf):
+            assert leaf.dtype == expected[path[-1].key], jax.tree_util.keystr(path)
+    new_params = optkit.apply_updates(params, updates)
+    for key, leaf in new_params.items():
+        assert leaf.dtype == expected[key], key
+    assert {aval.dtype for aval in jaxpr.out_avals} <= {
+        jnp.dtype(jnp.bfloat16),
+        jnp.dtype(jnp.float32),
+        jnp.dtype(jnp.int32),
+    }
+
+
+# --- apply_updates -----------------------------------------------------------------------------
+
+
+def test_apply_updates_float32_updates_on_bfloat16_params_returns_bfloat16():
+    params = {"a": jnp.array([1.0, 2.0, -4.0], jnp.bfloat16)}
+    # bfloat16 has 8 significant bits: 1 + 2**-7 is representable, 2 + 3 * 2**-9 rounds to 2,
+    # -4 + 2**-5 = -3.96875 is representable.
+    updates = {"a": jnp.array([2.0**-7, 3 * 2.0**-9, 2.0**-5], jnp.float32)}
+    out = optkit.apply_updates(params, updates)
+
+    assert out["a"].dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(out["a"], np.float32), [1.0078125, 2.0, -3.96875])
+
+
+def test_apply_updates_float64_updates_on_float32_params_returns_float32():
+    params = jnp.array([1.0, 2.0], jnp.float32)
+    out = optkit.apply_updates(params, jnp.array([0.5, -0.25], jnp.float64))
+
+    assert out.dtype == jnp.float32
+    np.testing.assert_array_equal(out, np.array([1.5, 1.75], np.float32))
