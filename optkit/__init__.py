@@ -5,6 +5,7 @@ Every optimizer is a short :func:`chain` of primitives; every primitive is a pur
 ``flax.training.train_state.TrainState`` and ``flax.nnx.Optimizer``.
 """
 
+from optkit import schedules
 from optkit._base import (
     EmptyState,
     GradientTransformation,
@@ -18,6 +19,12 @@ from optkit._base import (
     chain,
     identity,
     stateless,
+)
+from optkit.combinators.hyperparams import (
+    InjectHyperparamsState,
+    get_hyperparams,
+    inject_hyperparams,
+    set_hyperparams,
 )
 from optkit.combinators.masking import (
     MaskedNode,
@@ -41,6 +48,7 @@ from optkit.transforms.adaptive import (
 )
 from optkit.transforms.clipping import clip, clip_by_global_norm, global_norm
 from optkit.transforms.momentum import TraceState, trace
+from optkit.transforms.plateau import ReduceLROnPlateauState, reduce_lr_on_plateau
 from optkit.transforms.scaling import ScaleByScheduleState, negate, scale, scale_by_learning_rate
 from optkit.transforms.weight_decay import add_decayed_weights, add_l2_decay
 
@@ -49,12 +57,14 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "EmptyState",
     "GradientTransformation",
+    "InjectHyperparamsState",
     "MaskedNode",
     "MaskedState",
     "OptState",
     "ParamGroupsState",
     "Params",
     "PartitionState",
+    "ReduceLROnPlateauState",
     "Scalar",
     "ScalarOrSchedule",
     "ScaleByAdamState",
@@ -74,18 +84,23 @@ __all__ = [
     "chain",
     "clip",
     "clip_by_global_norm",
+    "get_hyperparams",
     "global_norm",
     "identity",
+    "inject_hyperparams",
     "masked",
     "negate",
     "param_groups",
     "partition",
+    "reduce_lr_on_plateau",
     "rmsprop",
     "scale",
     "scale_by_adam",
     "scale_by_learning_rate",
     "scale_by_rms",
     "scale_by_rss",
+    "schedules",
+    "set_hyperparams",
     "sgd",
     "stateless",
     "trace",

@@ -24,18 +24,34 @@ def path_str(path: Sequence[Any]) -> str:
 
     Dict keys, sequence indices and attribute names each become one segment:
     ``{"params": {"Dense_0": {"bias": b}}}`` gives ``params/Dense_0/bias`` for ``b``, and
-    ``[w, {"b": b}]`` gives ``0`` and ``1/b``. The trailing ``value`` attribute of a Flax nnx
-    ``Variable`` is not a segment, so an ``nnx.State`` leaf reads ``l1/bias``, as in the module.
+    ``[w, {"b": b}]`` gives ``0`` and ``1/b``.
     """
-    keys = list(path)
-    if keys and isinstance(keys[-1], jax.tree_util.GetAttrKey) and keys[-1].name == "value":
-        keys.pop()
-    return "/".join(_key_name(k) for k in keys) or "<root>"
+    return "/".join(_key_name(k) for k in path) or "<root>"
+
+
+def _is_nnx_variable(node: Any) -> bool:
+    """Whether ``node`` is a Flax nnx ``Variable`` (checked by name: optkit does not need flax)."""
+    return any(
+        cls.__name__ == "Variable" and cls.__module__.startswith("flax.nnx")
+        for cls in type(node).__mro__
+    )
 
 
 def leaves_with_paths(tree: Any) -> list[tuple[str, Any]]:
-    """The leaves of ``tree`` paired with their path strings (``None`` counts as no leaf)."""
-    return [(path_str(p), leaf) for p, leaf in jax.tree_util.tree_leaves_with_path(tree)]
+    """The leaves of ``tree`` paired with their path strings (``None`` counts as no leaf).
+
+    An nnx ``Variable`` holding one array is named by its own path, so a leaf of
+    ``nnx.state(model, nnx.Param)`` reads ``l1/bias``, as in the module, not ``l1/bias/value``.
+    """
+    pairs = []
+    for path, node in jax.tree_util.tree_leaves_with_path(tree, is_leaf=_is_nnx_variable):
+        if not _is_nnx_variable(node):
+            pairs.append((path_str(path), node))
+            continue
+        inner = jax.tree_util.tree_leaves_with_path(node)
+        for inner_path, leaf in inner:
+            pairs.append((path_str(path if len(inner) == 1 else (*path, *inner_path)), leaf))
+    return pairs
 
 
 def listed(paths: Sequence[str]) -> str:
@@ -129,3 +145,18 @@ def resolve_mask(mask: Any, tree: Any, where: str) -> Any:
                 "(the mask decides at trace time which leaves are selected)."
             )
     return jax.tree.map(bool, full)
+
+
+def scale_tree(updates: Any, factor: Any) -> Any:
+    """Multiply every leaf by a scalar, in the leaf's own dtype.
+
+    A Python float is weakly typed and never promotes; a JAX scalar (a schedule's output, an
+    injected hyperparameter) is cast to each leaf's dtype so float32 updates stay float32.
+    """
+
+    def scale_leaf(u: jax.Array) -> jax.Array:
+        if isinstance(factor, jax.Array):
+            return u * cast_like(factor, u)
+        return u * factor
+
+    return jax.tree.map(scale_leaf, updates)

@@ -7,15 +7,17 @@ shape-checked, since their value is not known yet.
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
 
-def _as_concrete_scalar(name: str, value: Any) -> float | None:
+def concrete_scalar(name: str, value: Any) -> float | None:
     """The value as a Python float, or ``None`` when it is traced (unknown until run time)."""
     if isinstance(value, bool | np.bool_):
         raise TypeError(f"{name} must be a number, got the bool {value!r}.")
@@ -52,7 +54,7 @@ def scalar(
     """
     if allow_schedule and callable(value):
         return value
-    number = _as_concrete_scalar(name, value)
+    number = concrete_scalar(name, value)
     if number is None:
         return value
     upper = "]" if high_inclusive else ")"
@@ -83,15 +85,75 @@ def boolean(name: str, value: Any) -> bool:
     return bool(value)
 
 
-def is_static_zero(value: Any) -> bool:
-    """Whether ``value`` is a Python or NumPy number equal to zero.
+def static_number(value: Any) -> float | None:
+    """``value`` as a float if it is a Python or NumPy number, else ``None`` (a run-time value).
 
-    Optimizers drop a transform only when a hyperparameter is *statically* zero. A JAX array is
-    treated as dynamic even when it holds zero, so the state's structure never depends on a value
-    that may change at run time.
+    Optimizers make structural decisions (drop a transform, reject a flag combination) only on
+    such static numbers. A JAX array counts as dynamic even when it is concrete, so the state's
+    structure never depends on a value that may change at run time.
     """
-    return (
-        isinstance(value, numbers.Real | np.generic)
-        and not isinstance(value, bool)
-        and (float(value) == 0.0)
-    )
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real | np.generic):
+        return None
+    return float(value)
+
+
+def is_static_zero(value: Any) -> bool:
+    """Whether ``value`` is a Python or NumPy number equal to zero (see :func:`static_number`)."""
+    return static_number(value) == 0.0
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
+def positive_int(name: str, value: Any) -> int:
+    """Check ``value`` is an integer >= 1 (a period or a number of steps) and return it."""
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def non_negative_int(name: str, value: Any) -> int:
+    """Check ``value`` is an integer >= 0 (a patience, a cooldown, a boundary) and return it."""
+    if not _is_int(value) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}.")
+    return int(value)
+
+
+def positive(name: str, value: Any, *, high: float | None = None) -> Any:
+    """Check ``0 < value <= high`` (and not NaN): factors such as ``gamma`` or ``div_factor``."""
+    number = concrete_scalar(name, value)
+    if number is None:
+        return value
+    if not (number > 0.0 and (high is None or number <= high)):
+        upper = "inf" if high is None else high
+        raise ValueError(f"{name} must be in (0.0, {upper}], got {value!r}.")
+    return value
+
+
+def one_of(name: str, value: Any, choices: Sequence[str]) -> str:
+    """Check a mode string is one of ``choices``."""
+    if value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
+    return value
+
+
+def boundaries(name: str, values: Iterable[Any]) -> tuple[int, ...]:
+    """Check a sequence of step counts is made of non-negative integers in non-decreasing order."""
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise TypeError(f"{name} must be a sequence of integers, got {values!r}.")
+    values = tuple(values)
+    for value in values:
+        if not _is_int(value) or value < 0:
+            raise ValueError(f"{name} must hold non-negative integers, got {value!r} in {values}.")
+    if any(later < earlier for earlier, later in itertools.pairwise(values)):
+        raise ValueError(f"{name} must be sorted in non-decreasing order, got {values}.")
+    return tuple(int(v) for v in values)
+
+
+def function(name: str, value: Any) -> Callable[..., Any]:
+    """Check ``value`` is callable (a schedule or a multiplicative-factor function)."""
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {type(value).__name__} {value!r}.")
+    return value

@@ -33,6 +33,14 @@ MODULES = sorted(
 # Modules whose public functions all carry a runnable example.
 MUST_HAVE_EXAMPLES = {
     "optkit._base",
+    "optkit.combinators.hyperparams",
+    "optkit.combinators.masking",
+    "optkit.combinators.param_groups",
+    "optkit.schedules._compose",
+    "optkit.schedules._cosine",
+    "optkit.schedules._cyclic",
+    "optkit.schedules._decay",
+    "optkit.transforms.plateau",
     "optkit.optimizers.adagrad",
     "optkit.optimizers.adam",
     "optkit.optimizers.rmsprop",

@@ -28,7 +28,9 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
 
     ``base/**`` matches ``base`` and everything below it; ``**/bias`` matches every ``bias``.
     """
-    segments = pattern.split("/")
+    # "**/**" means the same as "**"; collapsing repeats keeps one separator rule per "**".
+    given = pattern.split("/")
+    segments = [s for i, s in enumerate(given) if s != "**" or given[i - 1 : i] != ["**"]]
     if segments == ["**"]:
         return re.compile(r".*\Z")
     regex = ""

@@ -19,12 +19,18 @@ class TraceState(NamedTuple):
 
 
 def check_nesterov(decay, dampening, nesterov: bool) -> None:
-    """torch's rule: Nesterov momentum needs a non-zero momentum and no dampening."""
+    """torch's rule: Nesterov momentum needs a non-zero momentum and no dampening.
+
+    Only Python and NumPy numbers are checked: a JAX array is a run-time value (an injected
+    hyperparameter may be set to 0 later, which torch treats as plain SGD).
+    """
     if not nesterov:
         return
-    if _validation.is_static_zero(decay):
+    momentum = _validation.static_number(decay)
+    if momentum is not None and momentum <= 0:
         raise ValueError("nesterov=True requires momentum (decay) > 0, got 0.")
-    if not _validation.is_static_zero(dampening):
+    damping = _validation.static_number(dampening)
+    if damping is not None and damping != 0:
         raise ValueError(f"nesterov=True requires dampening=0, got dampening={dampening!r}.")
 
 
@@ -59,6 +65,7 @@ def trace(
     _validation.scalar("dampening", dampening, low=0.0, high=1.0)
     nesterov = _validation.boolean("nesterov", nesterov)
     check_nesterov(decay, dampening, nesterov)
+    static_decay = _validation.static_number(decay)
     undampened = _validation.is_static_zero(dampening)
 
     def init(params: Params) -> TraceState:
@@ -67,29 +74,52 @@ def trace(
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
         _tree.check_match(state.trace, updates, "trace", "momentum buffer", "updates")
-        if undampened:
+        if static_decay == 0.0:
+            # torch keeps no buffer at momentum 0: plain gradient, buffer untouched.
+            return updates, state
+        if static_decay is not None and undampened:
             # The buffer starts at zero, so decay * 0 + g is torch's first-step clone of g.
             new_trace = jax.tree.map(
                 lambda b, g: _tree.cast_like(decay * b + g, b), state.trace, updates
             )
-        else:
-            first = state.count == 0
-            buffer_weight = jnp.where(first, 0.0, decay)
-            # With a zero momentum torch keeps no buffer, so the gradient is never dampened.
-            grad_weight = jnp.where(first | (decay == 0), 1.0, 1.0 - dampening)
-            new_trace = jax.tree.map(
-                lambda b, g: _tree.cast_like(
-                    _tree.cast_like(buffer_weight, b) * b + _tree.cast_like(grad_weight, g) * g, b
-                ),
-                state.trace,
-                updates,
-            )
-        if nesterov:
-            updates = jax.tree.map(
-                lambda g, b: _tree.cast_like(g + decay * b, g), updates, new_trace
-            )
-        else:
-            updates = new_trace
-        return updates, TraceState(count=_numerics.increment(state.count), trace=new_trace)
+            out = new_trace
+            if nesterov:
+                out = jax.tree.map(lambda g, b: _tree.cast_like(g + decay * b, g), updates, out)
+            return out, TraceState(count=_numerics.increment(state.count), trace=new_trace)
+        return _general_update(updates, state, decay, dampening, nesterov)
 
     return GradientTransformation(init, update)
+
+
+def _general_update(updates: Updates, state: TraceState, decay, dampening, nesterov: bool):
+    """The momentum step for a dampened or run-time (array) momentum, with torch's rules.
+
+    torch keeps no buffer while momentum is 0: the gradient passes through, an existing buffer
+    is kept as is, and the first step with a non-zero momentum starts the buffer from the
+    gradient. ``count`` counts the steps that used the buffer. Everything is folded into scalar
+    weights, so each leaf costs the same few multiply-adds whatever the case.
+    """
+    active = decay != 0
+    first = state.count == 0
+    buffer_weight = jnp.where(active, jnp.where(first, 0.0, decay), 1.0)
+    grad_weight = jnp.where(active, jnp.where(first, 1.0, 1.0 - dampening), 0.0)
+    # Output = out_grad * g + out_buffer * new buffer.
+    out_grad = jnp.where(active, 1.0 if nesterov else 0.0, 1.0)
+    out_buffer = jnp.where(active, decay if nesterov else 1.0, 0.0)
+
+    new_trace = jax.tree.map(
+        lambda b, g: _tree.cast_like(
+            _tree.cast_like(buffer_weight, b) * b + _tree.cast_like(grad_weight, g) * g, b
+        ),
+        state.trace,
+        updates,
+    )
+    out = jax.tree.map(
+        lambda g, b: _tree.cast_like(
+            _tree.cast_like(out_grad, g) * g + _tree.cast_like(out_buffer, g) * b, g
+        ),
+        updates,
+        new_trace,
+    )
+    count = jnp.where(active, _numerics.increment(state.count), state.count)
+    return out, TraceState(count=count, trace=new_trace)

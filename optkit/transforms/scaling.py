@@ -2,34 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from optkit import _numerics, _tree, _validation
-from optkit._base import GradientTransformation, Params, ScalarOrSchedule, Updates, stateless
+from optkit._base import GradientTransformation, Params, ScalarOrSchedule, stateless
 
 
 class ScaleByScheduleState(NamedTuple):
     """The number of updates applied so far; the schedule is evaluated at this 0-based count."""
 
     count: jax.Array
-
-
-def _scale_tree(updates: Updates, factor: Any) -> Updates:
-    """Multiply every leaf by a scalar, in the leaf's own dtype.
-
-    A Python float is weakly typed and never promotes; a JAX scalar (a schedule's output, an
-    injected hyperparameter) is cast to each leaf's dtype so float32 updates stay float32.
-    """
-
-    def scale_leaf(u: jax.Array) -> jax.Array:
-        if isinstance(factor, jax.Array):
-            return u * _tree.cast_like(factor, u)
-        return u * factor
-
-    return jax.tree.map(scale_leaf, updates)
 
 
 def scale(step_size: float | jax.typing.ArrayLike) -> GradientTransformation:
@@ -43,7 +28,7 @@ def scale(step_size: float | jax.typing.ArrayLike) -> GradientTransformation:
     """
     _validation.scalar("step_size", step_size, low=None)
 
-    return stateless(lambda updates, params: _scale_tree(updates, step_size))
+    return stateless(lambda updates, params: _tree.scale_tree(updates, step_size))
 
 
 def negate() -> GradientTransformation:
@@ -95,6 +80,8 @@ def scale_by_learning_rate(
                 f"scale_by_learning_rate: the schedule returned shape {factor.shape}; it must "
                 "return a scalar."
             )
-        return _scale_tree(updates, factor), ScaleByScheduleState(_numerics.increment(state.count))
+        return _tree.scale_tree(updates, factor), ScaleByScheduleState(
+            _numerics.increment(state.count)
+        )
 
     return GradientTransformation(init, update)

@@ -1,0 +1,271 @@
+"""Hyperparameters held in the optimizer state, so changing them never recompiles.
+
+The JAX counterpart of torch's ``for g in opt.param_groups: g["lr"] = x``: an optimizer built with
+:func:`inject_hyperparams` keeps its numeric hyperparameters as arrays in its state, and
+:func:`set_hyperparams` returns a state with new values. A jitted step compiled once keeps working
+for every value.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optkit import _numerics, _validation
+from optkit._base import GradientTransformation, OptState, Params, Updates
+from optkit.combinators.param_groups import ParamGroupsState
+
+
+class InjectHyperparamsState(NamedTuple):
+    """Update count, the settable numeric hyperparameters, the latest schedule outputs, and the
+    wrapped optimizer's state."""
+
+    count: jax.Array
+    hyperparams: dict[str, jax.Array]
+    scheduled: dict[str, jax.Array]
+    inner_state: OptState
+
+
+# Ranges of the common hyperparameters, checked when set_hyperparams gets a concrete value.
+_RANGES: dict[str, Callable[[str, Any], Any]] = {
+    **dict.fromkeys(
+        ("learning_rate", "weight_decay", "eps", "momentum", "lr_decay"), _validation.non_negative
+    ),
+    "dampening": lambda name, value: _validation.scalar(name, value, low=0.0, high=1.0),
+    **dict.fromkeys(("b1", "b2", "alpha"), _validation.decay_rate),
+}
+
+
+def _is_numeric(value: Any) -> bool:
+    if isinstance(value, bool | np.bool_):
+        return False
+    return isinstance(value, numbers.Real | np.generic | np.ndarray | jax.Array)
+
+
+def _as_array(name: str, value: Any) -> jax.Array:
+    """A strongly typed float scalar, so values set later never change the jitted signature."""
+    if not _is_numeric(value):
+        raise TypeError(f"hyperparameter {name} must be a number, got {type(value).__name__}.")
+    array = jnp.asarray(value)
+    if array.ndim != 0:
+        raise ValueError(f"hyperparameter {name} must be a scalar, got shape {array.shape}.")
+    dtype = array.dtype if jnp.issubdtype(array.dtype, jnp.floating) else jnp.result_type(float)
+    return array.astype(dtype)
+
+
+def _check_schedule(name: str, schedule: Callable[[jax.Array], Any]) -> None:
+    """Call a schedule at count 0 so a callable that is not one fails now, with a hint."""
+    hint = (
+        f"{name} is callable, so it is treated as a schedule of the update count, but it "
+        "{what}. If it is not a schedule, pass static_args=({name!r},)."
+    )
+    try:
+        first = schedule(_numerics.zero_count())
+    except Exception as error:
+        raise TypeError(hint.format(what=f"failed on a count: {error}", name=name)) from error
+    if not _is_numeric(first) or jnp.ndim(first) != 0:
+        what = f"returned {type(first).__name__} {first!r} instead of a scalar"
+        raise TypeError(hint.format(what=what, name=name))
+
+
+def inject_hyperparams(
+    factory: Callable[..., GradientTransformation], static_args: Iterable[str] = ()
+) -> Callable[..., GradientTransformation]:
+    """Wrap an optimizer factory so its numeric hyperparameters live in the state.
+
+    ``inject_hyperparams(optkit.adamw)(learning_rate=1e-3, weight_decay=0.1)`` behaves as
+    ``optkit.adamw(learning_rate=1e-3, weight_decay=0.1)``, but both values are arrays in the
+    state: read them with :func:`get_hyperparams`, change them with :func:`set_hyperparams`,
+    without recompiling a jitted step. Arguments are sorted into three kinds:
+
+    - numeric (Python numbers, NumPy and JAX scalars): stored in ``state.hyperparams``;
+    - callables: schedules of the 0-based update count, evaluated each update, their outputs
+      stored in ``state.scheduled``;
+    - bools, strings, ``None`` and names listed in ``static_args``: passed through unchanged
+      (use ``static_args`` for a callable that is not a schedule, such as adamw's ``mask``).
+
+    A numeric hyperparameter is never pruned from the chain, even at zero: ``momentum=0.0``
+    keeps a momentum buffer so that it can be raised later.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optkit
+        >>> tx = optkit.inject_hyperparams(optkit.sgd)(learning_rate=0.1, momentum=0.9)
+        >>> params = jnp.ones(2)
+        >>> state = tx.init(params)
+        >>> state = optkit.set_hyperparams(state, learning_rate=0.01)
+        >>> optkit.get_hyperparams(state)["learning_rate"]
+        Array(0.01, dtype=float32)
+    """
+    static_names = frozenset(static_args)
+
+    def build(**kwargs: Any) -> GradientTransformation:
+        static = {}
+        numeric = {}
+        schedules = {}
+        for name, value in kwargs.items():
+            if name in static_names or not (_is_numeric(value) or callable(value)):
+                static[name] = value
+            elif callable(value):
+                schedules[name] = value
+            else:
+                numeric[name] = value
+        # Build once with the raw values so bad hyperparameters fail here, not at the first step.
+        factory(**kwargs)
+        for name, schedule in schedules.items():
+            _check_schedule(name, schedule)
+
+        def make(hyperparams: dict[str, Any], scheduled: dict[str, Any]) -> GradientTransformation:
+            return factory(**static, **hyperparams, **scheduled)
+
+        def evaluate(count: jax.Array) -> dict[str, jax.Array]:
+            return {name: _as_array(name, fn(count)) for name, fn in schedules.items()}
+
+        def init(params: Params) -> InjectHyperparamsState:
+            count = _numerics.zero_count()
+            hyperparams = {name: _as_array(name, value) for name, value in numeric.items()}
+            scheduled = evaluate(count)
+            return InjectHyperparamsState(
+                count=count,
+                hyperparams=hyperparams,
+                scheduled=scheduled,
+                inner_state=make(hyperparams, scheduled).init(params),
+            )
+
+        def update(
+            updates: Updates,
+            state: InjectHyperparamsState,
+            params: Params | None = None,
+            **extra_args: Any,
+        ) -> tuple[Updates, InjectHyperparamsState]:
+            scheduled = evaluate(state.count)
+            updates, inner_state = make(state.hyperparams, scheduled).update(
+                updates, state.inner_state, params, **extra_args
+            )
+            return updates, InjectHyperparamsState(
+                count=_numerics.increment(state.count),
+                hyperparams=state.hyperparams,
+                scheduled=scheduled,
+                inner_state=inner_state,
+            )
+
+        return GradientTransformation(init, update)
+
+    return build
+
+
+def _is_injected(node: Any) -> bool:
+    return isinstance(node, InjectHyperparamsState)
+
+
+def _is_groups(node: Any) -> bool:
+    return isinstance(node, ParamGroupsState)
+
+
+def _injected_states(state: OptState) -> list[InjectHyperparamsState]:
+    return [s for s in jax.tree.leaves(state, is_leaf=_is_injected) if _is_injected(s)]
+
+
+def _select_group(state: OptState, group: int | None) -> OptState:
+    if group is None:
+        return state
+    found = [s for s in jax.tree.leaves(state, is_leaf=_is_groups) if _is_groups(s)]
+    if not found:
+        raise ValueError("group= was given, but the state holds no param_groups state.")
+    groups = found[0].groups
+    if not 0 <= group < len(groups):
+        raise ValueError(f"group must be in [0, {len(groups)}), got {group}.")
+    return groups[group]
+
+
+def get_hyperparams(state: OptState, *, group: int | None = None) -> dict[str, jax.Array]:
+    """The current hyperparameters of the injected optimizer in ``state``.
+
+    Schedule-driven ones hold the value the latest update used. With param groups, pass
+    ``group=i`` for the i-th group's values (torch's ``optimizer.param_groups[i]``).
+
+    Raises:
+        ValueError: if ``state`` holds no injected optimizer, or several and no ``group``.
+    """
+    found = _injected_states(_select_group(state, group))
+    if not found:
+        raise ValueError(
+            "the state holds no injected hyperparameters: build the optimizer with "
+            "optkit.inject_hyperparams(factory)(...)."
+        )
+    if len(found) > 1:
+        raise ValueError(
+            f"the state holds {len(found)} injected optimizers (e.g. param groups): pass group=i."
+        )
+    return {**found[0].hyperparams, **found[0].scheduled}
+
+
+def set_hyperparams(state: OptState, *, group: int | None = None, **values: Any) -> OptState:
+    """Return ``state`` with injected hyperparameters replaced, wherever they live.
+
+    Every injected optimizer in ``state`` (inside chains, masks, param groups) that has a
+    hyperparameter of a given name gets the new value, cast to the stored dtype; with
+    ``group=i`` only the i-th param group's. A jitted update compiled before keeps working
+    without recompiling.
+
+    Example:
+        >>> import jax.numpy as jnp, optkit
+        >>> tx = optkit.param_groups(
+        ...     optkit.inject_hyperparams(optkit.sgd),
+        ...     [{"params": "w"}, {"params": "b", "learning_rate": 0.0}],
+        ...     learning_rate=0.1,
+        ... )
+        >>> state = tx.init({"w": jnp.ones(2), "b": jnp.ones(1)})
+        >>> state = optkit.set_hyperparams(state, group=0, learning_rate=0.05)
+        >>> [f"{optkit.get_hyperparams(state, group=g)['learning_rate']:.3g}" for g in (0, 1)]
+        ['0.05', '0']
+
+    Raises:
+        ValueError: if a name is not an injected hyperparameter anywhere in the state, is
+            driven by a schedule, or a value is out of its range or not a scalar.
+    """
+    for name, value in values.items():
+        if name in _RANGES:
+            _RANGES[name](name, value)
+        _as_array(name, value)
+
+    target = _select_group(state, group)
+    found = _injected_states(target)
+    settable = set().union(*(s.hyperparams for s in found)) if found else set()
+    scheduled = set().union(*(s.scheduled for s in found)) if found else set()
+    for name in values:
+        if name in scheduled:
+            raise ValueError(f"{name} is driven by a schedule; it cannot be set.")
+        if name not in settable:
+            raise ValueError(
+                f"no injected hyperparameter named {name!r} in the state; "
+                f"settable: {sorted(settable) or 'none (use optkit.inject_hyperparams)'}."
+            )
+
+    def replace(node: Any) -> Any:
+        if not _is_injected(node):
+            return node
+        hyperparams = {
+            name: jnp.asarray(values[name], dtype=old.dtype) if name in values else old
+            for name, old in node.hyperparams.items()
+        }
+        return node._replace(hyperparams=hyperparams)
+
+    def replace_all(tree: OptState) -> OptState:
+        return jax.tree.map(replace, tree, is_leaf=_is_injected)
+
+    if group is None:
+        return replace_all(state)
+
+    def replace_group(node: Any) -> Any:
+        if not _is_groups(node):
+            return node
+        groups = list(node.groups)
+        groups[group] = replace_all(groups[group])
+        return node._replace(groups=tuple(groups))
+
+    return jax.tree.map(replace_group, state, is_leaf=_is_groups)

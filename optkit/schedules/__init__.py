@@ -1,0 +1,50 @@
+"""Learning-rate schedules: pure functions of the 0-based update count.
+
+A schedule ``s`` maps the count :math:`k` to the learning rate of the :math:`k`-th update. Pass it
+wherever a learning rate is accepted (``optkit.adam(schedules.cosine_annealing_lr(1e-3, 100))``);
+``scale_by_learning_rate`` evaluates it at its own int32 count, under ``jit``.
+
+The torch-named schedules reproduce ``torch.optim.lr_scheduler`` with torch's keyword names:
+``s(k)`` equals ``optimizer.param_groups[0]["lr"]`` after ``k`` calls of ``scheduler.step()``,
+each made after ``optimizer.step()``. The optimizer's ``lr`` becomes the schedule's first
+argument, ``learning_rate``. ``warmup_cosine_decay`` and ``join_schedules`` follow optax.
+
+Values have JAX's default float dtype (float64 under ``jax_enable_x64``) and schedules act
+elementwise, so ``s(jnp.arange(n))`` tabulates the first ``n`` values. ``ReduceLROnPlateau``
+depends on the monitored loss, not on the count, so it is a transform instead:
+``optkit.reduce_lr_on_plateau``.
+"""
+
+from optkit.schedules._compose import join_schedules, sequential_lr
+from optkit.schedules._cosine import (
+    cosine_annealing_lr,
+    cosine_annealing_warm_restarts,
+    warmup_cosine_decay,
+)
+from optkit.schedules._cyclic import cyclic_lr, one_cycle_lr
+from optkit.schedules._decay import (
+    constant_lr,
+    exponential_lr,
+    lambda_lr,
+    linear_lr,
+    multistep_lr,
+    polynomial_lr,
+    step_lr,
+)
+
+__all__ = [
+    "constant_lr",
+    "cosine_annealing_lr",
+    "cosine_annealing_warm_restarts",
+    "cyclic_lr",
+    "exponential_lr",
+    "join_schedules",
+    "lambda_lr",
+    "linear_lr",
+    "multistep_lr",
+    "one_cycle_lr",
+    "polynomial_lr",
+    "sequential_lr",
+    "step_lr",
+    "warmup_cosine_decay",
+]
