@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 
 import optkit
-from tests.optimizers.test_parity import require_torch
 from tests.parity import problem
 from tests.parity.cases import to_torch_kwargs
 from tests.parity.runner import compare, stack
+from tests.torch_oracle import require_torch
 
 inject = optkit.inject_hyperparams
 STEPS = 30

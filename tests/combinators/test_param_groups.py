@@ -24,8 +24,9 @@ import numpy as np
 import pytest
 
 import optkit
-from tests.optimizers.test_parity import TOLERANCES, require_torch
+from tests.optimizers.test_parity import TOLERANCES
 from tests.parity.runner import compare, stack
+from tests.torch_oracle import require_torch
 
 STEPS = 30
 

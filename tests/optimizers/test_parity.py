@@ -14,8 +14,6 @@ those with ``python -m tests.parity.generate_golden``.
 from __future__ import annotations
 
 import functools
-import importlib
-import os
 from typing import NamedTuple
 
 import jax
@@ -34,6 +32,7 @@ from tests.parity.runner import (
     run_torch,
     stack,
 )
+from tests.torch_oracle import require_torch
 
 REGENERATE = "regenerate with `python -m tests.parity.generate_golden`"
 
@@ -53,17 +52,6 @@ MIN_LEAF_TRAVEL = 0.1
 
 by_case = pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
 by_dtype = pytest.mark.parametrize("dtype_name", list(DTYPES))
-
-
-def require_torch() -> None:
-    """Skip without torch, unless OPTKIT_REQUIRE_TORCH=1 asks for the oracle: then fail."""
-    if os.environ.get("OPTKIT_REQUIRE_TORCH") != "1":
-        pytest.importorskip("torch")
-        return
-    try:
-        importlib.import_module("torch")
-    except ImportError as error:
-        pytest.fail(f"OPTKIT_REQUIRE_TORCH=1 but torch cannot be imported: {error}")
 
 
 # Each trajectory is computed once per session and shared by the tests below: jit compilation

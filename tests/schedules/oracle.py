@@ -7,25 +7,13 @@ Tests that need torch call ``require_torch()``: it skips when torch is missing, 
 
 from __future__ import annotations
 
-import os
 import warnings
 from typing import Any
 
 import numpy as np
-import pytest
 
 from tests.schedules.cases import PlateauCase, ScheduleCase, TorchScheduler
-
-
-def require_torch() -> Any:
-    """The torch module; skip the test without it, or fail it when torch is required."""
-    try:
-        import torch
-    except ImportError:
-        if os.environ.get("OPTKIT_REQUIRE_TORCH") == "1":
-            pytest.fail("OPTKIT_REQUIRE_TORCH=1 but torch cannot be imported.")
-        pytest.skip("torch is not installed")
-    return torch
+from tests.torch_oracle import require_torch
 
 
 def build_scheduler(optimizer: Any, spec: TorchScheduler) -> Any:
