@@ -107,8 +107,19 @@ def zeros_like(params: Any, dtype: Any = None) -> Any:
 
 
 def full_like(params: Any, value: Any, dtype: Any = None) -> Any:
-    """A tree filled with ``value`` shaped like ``params`` (see :func:`zeros_like`)."""
-    return jax.tree.map(lambda p: jnp.full_like(p, value, dtype=dtype), params)
+    """A tree filled with ``value`` shaped like ``params`` (see :func:`zeros_like`).
+
+    Each buffer keeps a (never taken) data dependency on its param. Under ``jax.jit`` a plain
+    constant depends on nothing, so XLA would put it on one device; with the dependency it
+    inherits the param's sharding, and ``jax.jit(tx.init)`` of a model-sharded network returns
+    state sharded the same way instead of gathering it onto device 0.
+    """
+
+    def fill(p: jax.Array) -> jax.Array:
+        filled = jnp.full_like(p, value, dtype=dtype)
+        return jnp.where(False, p.astype(filled.dtype), filled)
+
+    return jax.tree.map(fill, params)
 
 
 def cast_like(value: jax.Array, reference: jax.Array) -> jax.Array:
