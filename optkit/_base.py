@@ -60,7 +60,7 @@ class EmptyState(NamedTuple):
 def identity() -> GradientTransformation:
     """Pass updates through unchanged.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, optkit
         >>> tx = optkit.identity()
         >>> tx.update(jnp.ones(2), tx.init(jnp.zeros(2)))[0]
@@ -104,7 +104,7 @@ def chain(*transforms: Any) -> GradientTransformation:
     ``params`` and any extra keyword arguments of ``update`` are forwarded to every transform that
     accepts them. optax transforms are accepted too.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, optkit
         >>> tx = optkit.chain(optkit.clip(1.0), optkit.scale_by_learning_rate(0.1))
         >>> state = tx.init(jnp.zeros(3))

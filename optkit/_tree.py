@@ -116,6 +116,13 @@ def full_like(params: Any, value: Any, dtype: Any = None) -> Any:
     """
 
     def fill(p: jax.Array) -> jax.Array:
+        if not isinstance(p, jax.core.Tracer):
+            # Eager: place the buffer where the param is, without an extra pass over it. Only a
+            # committed param pins its buffer: an uncommitted one (the default placement) must
+            # give uncommitted state, or the first jitted step would compile twice.
+            committed = getattr(p, "committed", False)
+            device = p.sharding if committed else None
+            return jnp.full_like(p, value, dtype=dtype, device=device)
         filled = jnp.full_like(p, value, dtype=dtype)
         return jnp.where(False, p.astype(filled.dtype), filled)
 

@@ -92,7 +92,7 @@ def inject_hyperparams(
     A numeric hyperparameter is never pruned from the chain, even at zero: ``momentum=0.0``
     keeps a momentum buffer so that it can be raised later.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp, optkit
         >>> tx = optkit.inject_hyperparams(optkit.sgd)(learning_rate=0.1, momentum=0.9)
         >>> params = jnp.ones(2)
@@ -212,7 +212,7 @@ def set_hyperparams(state: OptState, *, group: int | None = None, **values: Any)
     ``group=i`` only the i-th param group's. A jitted update compiled before keeps working
     without recompiling.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, optkit
         >>> tx = optkit.param_groups(
         ...     optkit.inject_hyperparams(optkit.sgd),

@@ -50,7 +50,7 @@ def masked(
         mask: a pytree of Python bools with the params' structure (or a prefix of it), or a
             function from the params (at ``init``) or updates (at ``update``) to one.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, optkit
         >>> params = {"w": jnp.ones(2), "b": jnp.ones(2)}
         >>> tx = optkit.masked(optkit.scale(-0.5), {"w": True, "b": False})
@@ -91,7 +91,7 @@ def partition(
         labels: a pytree of labels with the params' structure (or a prefix of it), or a function
             of the params returning one. Every label must be a key of ``transforms``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, optkit
         >>> params = {"w": jnp.ones(2), "b": jnp.ones(2)}
         >>> tx = optkit.partition(

@@ -104,14 +104,16 @@ def param_groups(
     tree, ``l1/bias`` in an ``nnx.State``, ``0/w`` for a list entry. Selectors see the params (or
     the updates when ``update`` gets no params).
 
-    torch (the two examples of the seed document)::
+    In torch, the two common set-ups (per-module learning rates; no decay on biases)::
 
         optim.SGD([{'params': model.base.parameters(), 'lr': 1e-2},
                    {'params': model.classifier.parameters()}], lr=1e-3, momentum=0.9)
         optim.SGD([{'params': others}, {'params': bias_params, 'weight_decay': 0}],
                   weight_decay=1e-2, lr=1e-2)
 
-    Example (the same two set-ups in optkit):
+    Examples:
+        The same two set-ups in optkit:
+
         >>> import jax.numpy as jnp, optkit
         >>> params = {
         ...     "base": {"w": jnp.ones(2)},

@@ -53,13 +53,13 @@ def adagrad(
 
     Args:
         learning_rate: :math:`\gamma`, a number or a schedule (torch's ``lr``; default ``1e-2``).
-        lr_decay: :math:`\eta >= 0`, the learning-rate decay (default 0).
-        weight_decay: L2 coefficient :math:`\lambda >= 0` (default 0).
-        initial_accumulator_value: :math:`s_0 >= 0` (default 0).
-        eps: :math:`\epsilon >= 0` (default ``1e-10``).
+        lr_decay: :math:`\eta \ge 0`, the learning-rate decay (default 0).
+        weight_decay: L2 coefficient :math:`\lambda \ge 0` (default 0).
+        initial_accumulator_value: :math:`s_0 \ge 0` (default 0).
+        eps: :math:`\epsilon \ge 0` (default ``1e-10``).
         maximize: ascend the objective instead of descending it.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, optkit
         >>> params = jnp.array([1.0, -2.0])
         >>> tx = optkit.adagrad(learning_rate=0.5)

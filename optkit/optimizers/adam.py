@@ -53,13 +53,13 @@ def adam(
         learning_rate: :math:`\gamma`, a number or a schedule (torch's ``lr``; default ``1e-3``).
         b1: :math:`\beta_1` in ``[0, 1)`` (torch's ``betas[0]``; default 0.9).
         b2: :math:`\beta_2` in ``[0, 1)`` (torch's ``betas[1]``; default 0.999).
-        eps: :math:`\epsilon >= 0` (default ``1e-8``).
-        weight_decay: L2 coefficient :math:`\lambda >= 0`, added to the gradient (default 0).
+        eps: :math:`\epsilon \ge 0` (default ``1e-8``).
+        weight_decay: L2 coefficient :math:`\lambda \ge 0`, added to the gradient (default 0).
             For decoupled decay use :func:`adamw`.
         amsgrad: use the running maximum of the second moment.
         maximize: ascend the objective instead of descending it.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp, optkit
         >>> params = jnp.array([1.0, -2.0])
         >>> tx = optkit.adam(learning_rate=0.1)
@@ -106,14 +106,14 @@ def adamw(
         learning_rate: :math:`\gamma`, a number or a schedule (torch's ``lr``; default ``1e-3``).
         b1: :math:`\beta_1` in ``[0, 1)`` (default 0.9).
         b2: :math:`\beta_2` in ``[0, 1)`` (default 0.999).
-        eps: :math:`\epsilon >= 0` (default ``1e-8``).
-        weight_decay: decoupled coefficient :math:`\lambda >= 0` (default ``1e-2``).
+        eps: :math:`\epsilon \ge 0` (default ``1e-8``).
+        weight_decay: decoupled coefficient :math:`\lambda \ge 0` (default ``1e-2``).
         amsgrad: use the running maximum of the second moment.
         maximize: ascend the objective instead of descending it.
         mask: which leaves are decayed (a bool pytree, a prefix of one, or a function of the
             params returning one); all when ``None``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, optkit
         >>> params = {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}
         >>> no_bias_decay = lambda p: {"w": True, "b": False}

@@ -47,13 +47,13 @@ def rmsprop(
     Args:
         learning_rate: :math:`\gamma`, a number or a schedule (torch's ``lr``; default ``1e-2``).
         alpha: smoothing constant :math:`\alpha` in ``[0, 1)`` (default 0.99).
-        eps: :math:`\epsilon >= 0` (default ``1e-8``).
-        weight_decay: L2 coefficient :math:`\lambda >= 0` (default 0).
-        momentum: :math:`\mu >= 0` (default 0).
+        eps: :math:`\epsilon \ge 0` (default ``1e-8``).
+        weight_decay: L2 coefficient :math:`\lambda \ge 0` (default 0).
+        momentum: :math:`\mu \ge 0` (default 0).
         centered: normalize by the estimated variance of the gradient.
         maximize: ascend the objective instead of descending it.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, optkit
         >>> params = jnp.array([1.0, -2.0])
         >>> tx = optkit.rmsprop(learning_rate=0.01, alpha=0.0, eps=0.0)

@@ -41,13 +41,13 @@ def sgd(
     Args:
         learning_rate: :math:`\gamma`, a number or a schedule of the 0-based update count
             (torch's ``lr``; default ``1e-3``).
-        momentum: :math:`\mu >= 0` (default 0: no momentum buffer).
+        momentum: :math:`\mu \ge 0` (default 0: no momentum buffer).
         dampening: :math:`\tau` in ``[0, 1]`` (default 0).
-        weight_decay: L2 coefficient :math:`\lambda >= 0` (default 0).
+        weight_decay: L2 coefficient :math:`\lambda \ge 0` (default 0).
         nesterov: Nesterov momentum; needs ``momentum > 0`` and ``dampening == 0``.
         maximize: ascend the objective instead of descending it.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp, optkit
         >>> params = {"w": jnp.array([1.0, -2.0])}
         >>> loss = lambda p: jnp.sum(p["w"] ** 2)

@@ -60,7 +60,7 @@ def sequential_lr(schedules: Sequence[Schedule], milestones: Iterable[int]) -> S
         milestones: :math:`m_1, \dots, m_n`, non-negative integers in non-decreasing order, one
             fewer than ``schedules``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from optkit import schedules
         >>> warmup = schedules.linear_lr(1.0, start_factor=0.25, total_iters=3)
@@ -84,7 +84,7 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Iterable[int]) -> 
         boundaries: :math:`b_1, \dots, b_n`, non-negative integers in non-decreasing order, one
             fewer than ``schedules``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from optkit import schedules
         >>> hold = schedules.constant_lr(1.0, factor=1.0)

@@ -35,7 +35,7 @@ def cosine_annealing_lr(learning_rate: Scalar, T_max: int, eta_min: Scalar = 0.0
         T_max: the half period :math:`T_{\max}`, a positive integer.
         eta_min: the minimum learning rate :math:`\eta_{\min} \ge 0` (default 0).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from optkit import schedules
         >>> schedule = schedules.cosine_annealing_lr(1.0, T_max=4)
@@ -88,7 +88,7 @@ def cosine_annealing_warm_restarts(
         T_mult: the growth factor of the cycle length, an integer >= 1 (default 1).
         eta_min: the minimum learning rate :math:`\eta_{\min} \ge 0` (default 0).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from optkit import schedules
         >>> schedule = schedules.cosine_annealing_warm_restarts(1.0, T_0=2, T_mult=2)
@@ -155,7 +155,7 @@ def warmup_cosine_decay(
         end_value: the final value (>= 0, default 0).
         exponent: :math:`p \ge 0`, the power of the cosine factor (default 1).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from optkit import schedules
         >>> schedule = schedules.warmup_cosine_decay(0.0, 1.0, warmup_steps=2, decay_steps=6)

@@ -49,7 +49,7 @@ def cyclic_lr(
         mode: ``"triangular"``, ``"triangular2"`` or ``"exp_range"``.
         gamma: :math:`\gamma > 0`, used by ``"exp_range"`` only (default 1).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from optkit import schedules
         >>> schedule = schedules.cyclic_lr(0.0, 1.0, step_size_up=2, mode="triangular2")
@@ -144,7 +144,7 @@ def one_cycle_lr(
         final_div_factor: :math:`f > 0`; it ends at :math:`\eta_{max}/(d f)` (default 1e4).
         three_phase: use torch's three-phase variant (default ``False``).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from optkit import schedules
         >>> schedule = schedules.one_cycle_lr(1.0, total_steps=10, pct_start=0.2,

@@ -34,7 +34,7 @@ def step_lr(learning_rate: Scalar, step_size: int, gamma: Scalar = 0.1) -> Sched
         step_size: the period of the decay, a positive integer.
         gamma: the multiplicative factor :math:`\gamma > 0` (default 0.1).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from optkit import schedules
         >>> schedule = schedules.step_lr(1.0, step_size=2, gamma=0.5)
@@ -67,7 +67,7 @@ def multistep_lr(learning_rate: Scalar, milestones: Iterable[int], gamma: Scalar
             non-decreasing order.
         gamma: the multiplicative factor :math:`\gamma > 0` (default 0.1).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from optkit import schedules
         >>> schedule = schedules.multistep_lr(1.0, milestones=[1, 3], gamma=0.5)
@@ -97,7 +97,7 @@ def constant_lr(learning_rate: Scalar, factor: Scalar = 1.0 / 3, total_iters: in
         factor: :math:`f \in [0, 1]` (default 1/3).
         total_iters: :math:`T`, a positive integer (default 5).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from optkit import schedules
         >>> schedules.constant_lr(1.0, factor=0.5, total_iters=2)(jnp.arange(4))
@@ -133,7 +133,7 @@ def linear_lr(
         end_factor: :math:`e \in [0, 1]` (default 1).
         total_iters: :math:`T`, a positive integer (default 5).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from optkit import schedules
         >>> schedules.linear_lr(1.0, start_factor=0.25, total_iters=3)(jnp.arange(5))
@@ -162,7 +162,7 @@ def exponential_lr(learning_rate: Scalar, gamma: Scalar) -> Schedule:
         learning_rate: the initial learning rate :math:`\eta_0 \ge 0`.
         gamma: the multiplicative factor :math:`\gamma > 0`.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from optkit import schedules
         >>> schedules.exponential_lr(1.0, gamma=0.5)(jnp.arange(4))
@@ -189,7 +189,7 @@ def polynomial_lr(learning_rate: Scalar, total_iters: int = 5, power: Scalar = 1
         total_iters: :math:`T`, a positive integer (default 5).
         power: :math:`p \ge 0` (default 1).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from optkit import schedules
         >>> schedules.polynomial_lr(1.0, total_iters=4, power=2.0)(jnp.arange(6))
@@ -223,7 +223,7 @@ def lambda_lr(
             ``jax.numpy`` operations (``jnp.where``, not ``if``). Plain arithmetic such as
             ``lambda k: 0.95**k`` works for torch and here alike.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from optkit import schedules
         >>> schedule = schedules.lambda_lr(0.5, lambda k: 1.0 / (1.0 + k))

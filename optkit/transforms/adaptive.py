@@ -59,7 +59,7 @@ def scale_by_adam(
 
         u_t = \frac{m_t / (1 - \beta_1^t)}{\sqrt{v_t} / \sqrt{1 - \beta_2^t} + \epsilon}
 
-    With ``amsgrad``, :math:`\hat v_t = \max(\hat v_{t-1}, v_t)` over the *raw* second moment
+    With ``amsgrad``, :math:`v^{\max}_t = \max(v^{\max}_{t-1}, v_t)` over the *raw* second moment
     replaces :math:`v_t` in the denominator (torch's rule; optax's amsgrad takes the max after bias
     correction). ``eps_root`` (0 in torch) is added inside the square root, to the bias-corrected
     second moment.
@@ -72,7 +72,7 @@ def scale_by_adam(
         amsgrad: keep the running maximum of the second moment.
         mu_dtype: dtype of the first moment; the parameter's dtype when ``None``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, optkit
         >>> tx = optkit.scale_by_adam()
         >>> tx.update(jnp.array([0.5, -2.0]), tx.init(jnp.zeros(2)))[0]  # first step: sign(g)
@@ -145,7 +145,7 @@ def scale_by_rms(
         eps: added to the denominator, outside the square root (``>= 0``).
         centered: normalize by the estimated variance instead of the raw second moment.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, optkit
         >>> tx = optkit.scale_by_rms(alpha=0.0, eps=0.0)
         >>> tx.update(jnp.array([2.0, -3.0]), tx.init(jnp.zeros(2)))[0]
@@ -198,7 +198,7 @@ def scale_by_rss(
         initial_accumulator_value: starting value of the sum (``>= 0``).
         eps: added to the denominator, outside the square root (``>= 0``).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, optkit
         >>> tx = optkit.scale_by_rss(eps=0.0)
         >>> tx.update(jnp.array([3.0, -4.0]), tx.init(jnp.zeros(2)))[0]

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from optkit import _tree, _validation
-from optkit._base import GradientTransformation, stateless
+from optkit._base import GradientTransformation, Updates, stateless
 
 # torch.nn.utils.clip_grad_norm_ divides by (norm + 1e-6); kept for identical clipping.
 _NORM_EPS = 1e-6
@@ -18,7 +18,7 @@ def clip(max_delta: float | jax.typing.ArrayLike) -> GradientTransformation:
 
     Same as ``torch.nn.utils.clip_grad_value_(parameters, clip_value=max_delta)``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, optkit
         >>> tx = optkit.clip(1.0)
         >>> tx.update(jnp.array([0.5, 3.0, -2.0]), tx.init(None))[0]
@@ -30,8 +30,20 @@ def clip(max_delta: float | jax.typing.ArrayLike) -> GradientTransformation:
     )
 
 
-def global_norm(updates) -> jax.Array:
-    """The 2-norm of all leaves taken together, accumulated in at least float32."""
+def global_norm(updates: Updates) -> jax.Array:
+    """The 2-norm of all leaves taken together, accumulated in at least float32.
+
+    Args:
+        updates: a pytree of arrays.
+
+    Returns:
+        A scalar: the square root of the sum of squares of every element.
+
+    Examples:
+        >>> import jax.numpy as jnp, optkit
+        >>> optkit.global_norm({"a": jnp.array([3.0]), "b": jnp.array([4.0])})
+        Array(5., dtype=float32)
+    """
     leaves = jax.tree.leaves(updates)
     if not leaves:
         return jnp.zeros([])
@@ -51,7 +63,7 @@ def clip_by_global_norm(max_norm: float | jax.typing.ArrayLike) -> GradientTrans
 
     Same as ``torch.nn.utils.clip_grad_norm_(parameters, max_norm)`` with the default 2-norm.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, optkit
         >>> tx = optkit.clip_by_global_norm(1.0)
         >>> out = tx.update({"a": jnp.array([3.0]), "b": jnp.array([4.0])}, tx.init(None))[0]

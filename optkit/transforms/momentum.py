@@ -48,11 +48,11 @@ def trace(
     the gradient itself, undampened (torch's ``clone``); optax's ``trace`` has no dampening.
 
     Args:
-        decay: the momentum coefficient :math:`\mu >= 0`.
+        decay: the momentum coefficient :math:`\mu \ge 0`.
         dampening: :math:`\tau` in ``[0, 1]``, the share of the gradient held back.
         nesterov: use Nesterov momentum (requires ``decay > 0`` and ``dampening == 0``).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, optkit
         >>> tx = optkit.trace(0.9)
         >>> state = tx.init(jnp.zeros(1))

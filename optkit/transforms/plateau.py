@@ -102,7 +102,7 @@ def reduce_lr_on_plateau(
         learning_rate: the learning rate of the optimizer this transform follows (>= 0): the
             learning rate at scale 1, in which ``min_lr`` and ``eps`` are measured. Required.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, optkit
         >>> tx = optkit.chain(
         ...     optkit.sgd(1.0), optkit.reduce_lr_on_plateau(patience=1, learning_rate=1.0)

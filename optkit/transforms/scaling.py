@@ -20,7 +20,7 @@ class ScaleByScheduleState(NamedTuple):
 def scale(step_size: float | jax.typing.ArrayLike) -> GradientTransformation:
     """Multiply updates by a constant ``step_size`` (any sign).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, optkit
         >>> tx = optkit.scale(0.5)
         >>> tx.update(jnp.array([2.0, -4.0]), tx.init(None))[0]
@@ -52,7 +52,7 @@ def scale_by_learning_rate(
             uses ``schedule(k)``, as torch's lr after ``k`` ``scheduler.step()`` calls).
         flip_sign: negate the learning rate (the default) so that updates descend.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, optkit
         >>> tx = optkit.scale_by_learning_rate(lambda count: 0.1 / (1 + count))
         >>> state = tx.init(jnp.zeros(1))

@@ -48,11 +48,11 @@ def add_l2_decay(
     accumulated and rescaled with the gradient.
 
     Args:
-        weight_decay: the coefficient :math:`\lambda >= 0`.
+        weight_decay: the coefficient :math:`\lambda \ge 0`.
         mask: which leaves to decay (a bool pytree, a prefix of one, or a function of the params
             returning one); all leaves when ``None``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, optkit
         >>> tx = optkit.add_l2_decay(0.1)
         >>> params = jnp.array([1.0, 2.0])
@@ -73,11 +73,11 @@ def add_decayed_weights(
     decay following the (scheduled) learning rate as in torch.
 
     Args:
-        weight_decay: the coefficient :math:`\lambda >= 0`.
+        weight_decay: the coefficient :math:`\lambda \ge 0`.
         mask: which leaves to decay (a bool pytree, a prefix of one, or a function of the params
             returning one); all leaves when ``None``. Masking biases and norms out is common.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, optkit
         >>> params = {"w": jnp.ones(2), "b": jnp.ones(2)}
         >>> tx = optkit.add_decayed_weights(0.5, mask={"w": True, "b": False})
