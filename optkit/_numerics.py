@@ -7,12 +7,17 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from optkit import _tree
+
 _INT32_MAX = jnp.iinfo(jnp.int32).max
 
 
-def zero_count() -> jax.Array:
-    """A fresh update counter. int32 so it is cheap and the same under ``jax_enable_x64``."""
-    return jnp.zeros([], jnp.int32)
+def zero_count(params: Any = None) -> jax.Array:
+    """A fresh update counter, placed next to ``params`` when they are committed to devices.
+
+    int32, so it is cheap and the same under ``jax_enable_x64``.
+    """
+    return _tree.place_scalars(jnp.zeros([], jnp.int32), params)
 
 
 def increment(count: jax.Array) -> jax.Array:

@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 _MAX_LISTED = 5
 
@@ -178,3 +179,25 @@ def scale_tree(updates: Any, factor: Any) -> Any:
         return u * factor
 
     return jax.tree.map(scale_leaf, updates)
+
+
+def _replicated_placement(params: Any) -> jax.sharding.Sharding | None:
+    """A replicated sharding over the devices of the first committed param, if there is one."""
+    for leaf in jax.tree.leaves(params):
+        if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer) and leaf.committed:
+            sharding = leaf.sharding
+            if isinstance(sharding, NamedSharding):
+                return NamedSharding(sharding.mesh, PartitionSpec())
+            return sharding if len(sharding.device_set) == 1 else None
+    return None
+
+
+def place_scalars(scalars: Any, params: Any) -> Any:
+    """Put eagerly built state scalars (counts, hyperparameters) next to committed params.
+
+    Otherwise they would sit uncommitted on the default device while the buffers follow the
+    params, and the first jitted step would see other input shardings on its second call and
+    compile twice. Under ``jit`` (traced params) and for uncommitted params nothing changes.
+    """
+    placement = _replicated_placement(params)
+    return scalars if placement is None else jax.device_put(scalars, placement)

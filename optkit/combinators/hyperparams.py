@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optkit import _numerics, _validation
+from optkit import _numerics, _tree, _validation
 from optkit._base import GradientTransformation, OptState, Params, Updates
 from optkit.combinators.param_groups import ParamGroupsState
 
@@ -126,9 +126,11 @@ def inject_hyperparams(
             return {name: _as_array(name, fn(count)) for name, fn in schedules.items()}
 
         def init(params: Params) -> InjectHyperparamsState:
-            count = _numerics.zero_count()
-            hyperparams = {name: _as_array(name, value) for name, value in numeric.items()}
-            scheduled = evaluate(count)
+            count = _numerics.zero_count(params)
+            hyperparams = _tree.place_scalars(
+                {name: _as_array(name, value) for name, value in numeric.items()}, params
+            )
+            scheduled = _tree.place_scalars(evaluate(_numerics.zero_count()), params)
             return InjectHyperparamsState(
                 count=count,
                 hyperparams=hyperparams,
@@ -180,6 +182,22 @@ def _select_group(state: OptState, group: int | None) -> OptState:
     if not 0 <= group < len(groups):
         raise ValueError(f"group must be in [0, {len(groups)}), got {group}.")
     return groups[group]
+
+
+def _placed_like(value: Any, old: Any) -> Any:
+    """``value`` in the dtype and placement of the value it replaces.
+
+    Keeping a committed (e.g. replicated) placement, and any wrapper around the array such as
+    Flax nnx's ``OptArray``, means a jitted step sees the same input and does not recompile.
+    """
+
+    def place(leaf: Any) -> jax.Array:
+        new = jnp.asarray(value, dtype=leaf.dtype)
+        if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer) and leaf.committed:
+            new = jax.device_put(new, leaf.sharding)
+        return new
+
+    return jax.tree.map(place, old)
 
 
 def get_hyperparams(state: OptState, *, group: int | None = None) -> dict[str, jax.Array]:
@@ -250,7 +268,7 @@ def set_hyperparams(state: OptState, *, group: int | None = None, **values: Any)
         if not _is_injected(node):
             return node
         hyperparams = {
-            name: jnp.asarray(values[name], dtype=old.dtype) if name in values else old
+            name: _placed_like(values[name], old) if name in values else old
             for name, old in node.hyperparams.items()
         }
         return node._replace(hyperparams=hyperparams)

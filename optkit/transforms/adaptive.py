@@ -90,7 +90,7 @@ def scale_by_adam(
     def init(params: Params) -> ScaleByAdamState:
         nu = _tree.zeros_like(params)
         return ScaleByAdamState(
-            count=_numerics.zero_count(),
+            count=_numerics.zero_count(params),
             mu=_tree.zeros_like(params, dtype=mu_dtype),
             nu=nu,
             nu_max=_tree.zeros_like(params) if amsgrad else None,

@@ -69,7 +69,7 @@ def trace(
     undampened = _validation.is_static_zero(dampening)
 
     def init(params: Params) -> TraceState:
-        return TraceState(count=_numerics.zero_count(), trace=_tree.zeros_like(params))
+        return TraceState(count=_numerics.zero_count(params), trace=_tree.zeros_like(params))
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args

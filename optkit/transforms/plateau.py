@@ -131,14 +131,14 @@ def reduce_lr_on_plateau(
     improves = _improves(mode, threshold_mode, threshold)
 
     def init(params: Params) -> ReduceLROnPlateauState:
-        del params
         worst = jnp.inf if mode == "min" else -jnp.inf
-        return ReduceLROnPlateauState(
+        state = ReduceLROnPlateauState(
             scale=as_float(1.0),
             best=as_float(worst),
             num_bad_epochs=jnp.zeros([], jnp.int32),
             cooldown_counter=jnp.zeros([], jnp.int32),
         )
+        return _tree.place_scalars(state, params)
 
     def update(
         updates: Updates,

@@ -69,8 +69,7 @@ def scale_by_learning_rate(
         return scale(sign * learning_rate)
 
     def init(params: Params) -> ScaleByScheduleState:
-        del params
-        return ScaleByScheduleState(count=_numerics.zero_count())
+        return ScaleByScheduleState(count=_numerics.zero_count(params))
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
