@@ -15,10 +15,10 @@ import pytest
 
 def require_torch() -> ModuleType:
     """The torch module; skip the calling test without it, or fail it when torch is required."""
+    if os.environ.get("OPTKIT_REQUIRE_TORCH") != "1":
+        return pytest.importorskip("torch", reason="torch is not installed")
     try:
         import torch
     except ImportError as error:
-        if os.environ.get("OPTKIT_REQUIRE_TORCH") == "1":
-            pytest.fail(f"OPTKIT_REQUIRE_TORCH=1 but torch cannot be imported: {error}")
-        pytest.skip("torch is not installed")
+        pytest.fail(f"OPTKIT_REQUIRE_TORCH=1 but torch cannot be imported: {error}")
     return torch
