@@ -107,6 +107,11 @@ def zeros_like(params: Any, dtype: Any = None) -> Any:
     return full_like(params, 0, dtype)
 
 
+def is_committed(x: Any) -> bool:
+    """Whether ``x`` is a concrete JAX array pinned to its devices (not a tracer, not default)."""
+    return isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer) and x.committed
+
+
 def full_like(params: Any, value: Any, dtype: Any = None) -> Any:
     """A tree filled with ``value`` shaped like ``params`` (see :func:`zeros_like`).
 
@@ -121,8 +126,7 @@ def full_like(params: Any, value: Any, dtype: Any = None) -> Any:
             # Eager: place the buffer where the param is, without an extra pass over it. Only a
             # committed param pins its buffer: an uncommitted one (the default placement) must
             # give uncommitted state, or the first jitted step would compile twice.
-            committed = getattr(p, "committed", False)
-            device = p.sharding if committed else None
+            device = p.sharding if is_committed(p) else None
             return jnp.full_like(p, value, dtype=dtype, device=device)
         filled = jnp.full_like(p, value, dtype=dtype)
         return jnp.where(False, p.astype(filled.dtype), filled)
@@ -184,7 +188,7 @@ def scale_tree(updates: Any, factor: Any) -> Any:
 def _replicated_placement(params: Any) -> jax.sharding.Sharding | None:
     """A replicated sharding over the devices of the first committed param, if there is one."""
     for leaf in jax.tree.leaves(params):
-        if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer) and leaf.committed:
+        if is_committed(leaf):
             sharding = leaf.sharding
             if isinstance(sharding, NamedSharding):
                 return NamedSharding(sharding.mesh, PartitionSpec())

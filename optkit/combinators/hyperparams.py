@@ -60,17 +60,19 @@ def _as_array(name: str, value: Any) -> jax.Array:
 
 def _check_schedule(name: str, schedule: Callable[[jax.Array], Any]) -> None:
     """Call a schedule at count 0 so a callable that is not one fails now, with a hint."""
-    hint = (
-        f"{name} is callable, so it is treated as a schedule of the update count, but it "
-        "{what}. If it is not a schedule, pass static_args=({name!r},)."
-    )
+
+    def not_a_schedule(what: str) -> TypeError:
+        return TypeError(
+            f"{name} is callable, so it is treated as a schedule of the update count, but it "
+            f"{what}. If it is not a schedule, pass static_args=({name!r},)."
+        )
+
     try:
         first = schedule(_numerics.zero_count())
     except Exception as error:
-        raise TypeError(hint.format(what=f"failed on a count: {error}", name=name)) from error
+        raise not_a_schedule(f"failed on a count: {error}") from error
     if not _is_numeric(first) or jnp.ndim(first) != 0:
-        what = f"returned {type(first).__name__} {first!r} instead of a scalar"
-        raise TypeError(hint.format(what=what, name=name))
+        raise not_a_schedule(f"returned {type(first).__name__} {first!r} instead of a scalar")
 
 
 def inject_hyperparams(
@@ -193,9 +195,7 @@ def _placed_like(value: Any, old: Any) -> Any:
 
     def place(leaf: Any) -> jax.Array:
         new = jnp.asarray(value, dtype=leaf.dtype)
-        if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer) and leaf.committed:
-            new = jax.device_put(new, leaf.sharding)
-        return new
+        return jax.device_put(new, leaf.sharding) if _tree.is_committed(leaf) else new
 
     return jax.tree.map(place, old)
 
