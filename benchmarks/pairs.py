@@ -39,13 +39,23 @@ class OptimizerPair:
     note: str
 
     def factory(self, library: str) -> Callable[[], Any]:
-        return {"optkit": self.optkit, "optax": self.optax}[library]
+        return {
+            "optkit": self.optkit,
+            "optkit.flatten": lambda: optkit.flatten(self.optkit()),
+            "optax": self.optax,
+        }[library]
 
 
-LIBRARIES = ("optkit", "optax")
+# optkit's two paths: per leaf (the default) and the opt-in flat path; each is compared to optax.
+OPTKIT_PATHS = ("optkit", "optkit.flatten")
+LIBRARIES = (*OPTKIT_PATHS, "optax")
 
 # apply_updates comes from the same library as the optimizer, as a user of either would write it.
-APPLY_UPDATES = {"optkit": optkit.apply_updates, "optax": optax.apply_updates}
+APPLY_UPDATES = {
+    "optkit": optkit.apply_updates,
+    "optkit.flatten": optkit.apply_updates,
+    "optax": optax.apply_updates,
+}
 
 PAIRS: dict[str, OptimizerPair] = {
     pair.name: pair

@@ -11,7 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-LIBRARIES = ("optkit", "optax")
+# Kept in step with benchmarks/pairs.py (not imported: rendering needs neither optax nor optkit).
+OPTKIT_PATHS = ("optkit", "optkit.flatten")
+LIBRARIES = (*OPTKIT_PATHS, "optax")
 
 
 def _num(value: float | None, digits: int = 3) -> str:
@@ -112,25 +114,30 @@ def _machine_lines(results: dict[str, Any]) -> list[str]:
 
 
 def _summary_table(results: dict[str, Any]) -> list[str]:
+    fields = (
+        "lower_plus_compile",
+        "lower",
+        "compile",
+        "init_lower_plus_compile",
+        "step",
+        "state_bytes",
+        "xla_peak_bytes",
+    )
     lines = [
-        "| workload | optimizer | lower | compile | jit(init) | step | state bytes | XLA peak |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| workload | optimizer | path | lower+compile | lower | compile | jit(init) | step "
+        "| state bytes | XLA peak |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for entry in results["measurements"]:
         head = f"| {entry['workload']} | {entry['optimizer']} |"
         if entry["status"] != "ok":
-            lines.append(f"{head} skipped | | | | | |")
+            lines.append(f"{head} skipped | | | | | | | |")
             continue
-        r = entry["ratios"]
-        fields = (
-            "lower",
-            "compile",
-            "init_lower_plus_compile",
-            "step",
-            "state_bytes",
-            "xla_peak_bytes",
-        )
-        lines.append(head + "".join(f" {_num(r.get(name), 3)} |" for name in fields))
+        for path in OPTKIT_PATHS:
+            r = entry["ratios"][path]
+            lines.append(
+                f"{head} {path} |" + "".join(f" {_num(r.get(name), 3)} |" for name in fields)
+            )
     return lines
 
 
@@ -163,27 +170,33 @@ def _workload_section(results: dict[str, Any], workload: dict[str, Any]) -> list
     if copies:
         lines += [_copy_line(copies), ""]
     lines += [
-        "| optimizer | metric | optkit | optax | optkit/optax |",
-        "| --- | --- | --- | --- | --- |",
+        "| optimizer | metric | "
+        + " | ".join(LIBRARIES)
+        + " | "
+        + " | ".join(f"{path}/optax" for path in OPTKIT_PATHS)
+        + " |",
+        "| --- | --- |" + " --- |" * (len(LIBRARIES) + len(OPTKIT_PATHS)),
     ]
+    blank = " |" * (len(LIBRARIES) + len(OPTKIT_PATHS))
     for entry in results["measurements"]:
         if entry["workload"] != name:
             continue
         libs = entry["libraries"]
         if entry["status"] != "ok":
             state = [_num(libs[lib]["state"]["bytes_per_param"], 4) for lib in LIBRARIES]
-            lines.append(f"| {entry['optimizer']} | skipped: {entry['reason']} | | | |")
-            lines.append(f"| | state bytes/param | {state[0]} | {state[1]} | |")
+            lines.append(f"| {entry['optimizer']} | skipped: {entry['reason']} |{blank}")
+            lines.append(
+                "| | state bytes/param | " + " | ".join(state) + " |" + " |" * len(OPTKIT_PATHS)
+            )
             continue
         for index, (label, cell, value) in enumerate(ROWS):
-            mine, theirs = (value(libs[lib]) for lib in LIBRARIES)
-            if label.startswith("device") and mine is None:
+            values = {lib: value(libs[lib]) for lib in LIBRARIES}
+            if label.startswith("device") and values["optkit"] is None:
                 continue
             optimizer = entry["optimizer"] if index == 0 else ""
-            lines.append(
-                f"| {optimizer} | {label} | {cell(libs['optkit'])} | {cell(libs['optax'])} "
-                f"| {_ratio_cell(mine, theirs)} |"
-            )
+            cells = [cell(libs[lib]) for lib in LIBRARIES]
+            cells += [_ratio_cell(values[path], values["optax"]) for path in OPTKIT_PATHS]
+            lines.append(f"| {optimizer} | {label} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
 
@@ -196,14 +209,15 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         "Method: `benchmarks/README.md`. Times are medians; lower/compile are cold (caches "
         "cleared, persistent cache off), repeated with the library order alternating; steps are "
-        "timed in alternating optkit/optax rounds. Bandwidth = bytes the update must move / step "
-        "time: "
+        "timed in alternating rounds. `optkit` is the default per-leaf path, `optkit.flatten` "
+        "the opt-in flat path (`optkit.flatten(tx)`). Bandwidth = bytes the update must move / "
+        "step time: "
         + "; ".join(
             f"{n} {p['bytes_per_param']} B/param ({p['traffic']})" for n, p in pairs.items()
         )
         + ".",
         "",
-        "## optkit / optax (below 1: optkit is faster or smaller)",
+        "## optkit / optax, per optkit path (below 1: optkit is faster or smaller)",
         "",
         *_summary_table(results),
         "",
@@ -225,22 +239,32 @@ def _grouped_bars(axis: Any, results: dict[str, Any], ratio: str, title: str) ->
     ok = [entry for entry in results["measurements"] if entry["status"] == "ok"]
     workloads = [w["name"] for w in results["workloads"]]
     optimizers = list(results["pairs"])
-    width = 0.8 / max(len(optimizers), 1)
-    for index, optimizer in enumerate(optimizers):
+    bars = [(optimizer, path) for optimizer in optimizers for path in OPTKIT_PATHS]
+    width = 0.8 / max(len(bars), 1)
+    for index, (optimizer, path) in enumerate(bars):
         xs, heights = [], []
         for entry in ok:
-            value = entry["ratios"].get(ratio)
+            value = entry["ratios"][path].get(ratio)
             if entry["optimizer"] == optimizer and value is not None:
                 xs.append(
-                    workloads.index(entry["workload"]) + (index - (len(optimizers) - 1) / 2) * width
+                    workloads.index(entry["workload"]) + (index - (len(bars) - 1) / 2) * width
                 )
                 heights.append(value)
-        axis.bar(xs, heights, width=width, label=optimizer)
+        flat = path != "optkit"
+        axis.bar(
+            xs,
+            heights,
+            width=width,
+            color=f"C{optimizers.index(optimizer)}",
+            alpha=0.55 if flat else 1.0,
+            hatch="//" if flat else None,
+            label=f"{optimizer} {path}",
+        )
     axis.axhline(1.0, color="black", linewidth=0.8)
     axis.set_xticks(range(len(workloads)), workloads, rotation=30, ha="right", fontsize=8)
-    axis.set_ylabel("optkit / optax")
+    axis.set_ylabel("optkit path / optax")
     axis.set_title(title)
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=7, ncol=2)
 
 
 def _roofline_bars(axis: Any, results: dict[str, Any]) -> None:
@@ -261,8 +285,8 @@ def _roofline_bars(axis: Any, results: dict[str, Any]) -> None:
                 xs.append(workloads.index(entry["workload"]) + offset)
                 heights.append(value)
         color = f"C{optimizers.index(optimizer)}"
-        hatch = None if lib == "optkit" else "//"
-        fill = 1.0 if lib == "optkit" else 0.45
+        hatch = {"optkit": None, "optkit.flatten": "..", "optax": "//"}[lib]
+        fill = {"optkit": 1.0, "optkit.flatten": 0.7, "optax": 0.4}[lib]
         axis.bar(xs, heights, width=width, color=color, alpha=fill, hatch=hatch)
         handles.append(Patch(facecolor=color, alpha=fill, hatch=hatch, label=f"{lib} {optimizer}"))
     axis.axhline(1.0, color="black", linewidth=0.8)
@@ -277,7 +301,7 @@ def _compile_trend(axis: Any, results: dict[str, Any]) -> None:
     colors = {name: f"C{index}" for index, name in enumerate(results["pairs"])}
     families = {w["name"]: w["family"] for w in results["workloads"]}
     for optimizer in results["pairs"]:
-        for lib, style in zip(LIBRARIES, ("-", "--"), strict=True):
+        for lib, style in zip(LIBRARIES, ("-", "-.", "--"), strict=True):
             points = sorted(
                 (entry["num_leaves"], entry["libraries"][lib]["lower_plus_compile_median_s"])
                 for entry in ok
@@ -291,7 +315,7 @@ def _compile_trend(axis: Any, results: dict[str, Any]) -> None:
             for entry in ok:
                 if entry["optimizer"] == optimizer and families[entry["workload"]] == "transformer":
                     seconds = entry["libraries"][lib]["lower_plus_compile_median_s"]
-                    marker = "*" if lib == "optkit" else "x"
+                    marker = {"optkit": "*", "optkit.flatten": "P", "optax": "x"}[lib]
                     axis.plot(
                         entry["num_leaves"], seconds, marker, color=colors[optimizer], markersize=9
                     )
@@ -309,7 +333,7 @@ def _compile_trend(axis: Any, results: dict[str, Any]) -> None:
         axis.plot(xs, ys, ":", color="gray", marker=".", label="tree copy (floor)")
     axis.set_xscale("log")
     axis.set_yscale("log")
-    axis.set_xlabel("leaves (transformer: * optkit, x optax)")
+    axis.set_xlabel("leaves (transformer: * optkit, P optkit.flatten, x optax)")
     axis.set_ylabel("trace+lower+compile, s")
     axis.set_title("Cold compile time vs leaves")
     axis.grid(True, which="both", alpha=0.3)

@@ -20,6 +20,7 @@ from optkit._base import (
     identity,
     stateless,
 )
+from optkit.combinators.flatten import FlattenState, flatten
 from optkit.combinators.hyperparams import (
     InjectHyperparamsState,
     get_hyperparams,
@@ -56,6 +57,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "EmptyState",
+    "FlattenState",
     "GradientTransformation",
     "InjectHyperparamsState",
     "MaskedNode",
@@ -84,6 +86,7 @@ __all__ = [
     "chain",
     "clip",
     "clip_by_global_norm",
+    "flatten",
     "get_hyperparams",
     "global_norm",
     "identity",

@@ -70,7 +70,7 @@ def identity() -> GradientTransformation:
     return stateless(lambda updates, params: updates)
 
 
-def _takes_extra_args(transform: Any) -> bool:
+def takes_extra_args(transform: Any) -> bool:
     """Whether ``transform.update`` accepts ``**extra_args``.
 
     optkit's own transforms always do; optax's plain ``GradientTransformation`` does not, and
@@ -87,12 +87,13 @@ def _takes_extra_args(transform: Any) -> bool:
     return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
-def _check_transform(transform: Any, position: int) -> None:
+def check_transform(transform: Any, where: str, position: int) -> None:
+    """Fail with a clear message unless ``transform`` has callable ``init`` and ``update``."""
     if not (
         callable(getattr(transform, "init", None)) and callable(getattr(transform, "update", None))
     ):
         raise TypeError(
-            f"chain: argument {position} is {type(transform).__name__!r}, expected a gradient "
+            f"{where}: argument {position} is {type(transform).__name__!r}, expected a gradient "
             "transformation with callable `init` and `update` (an optkit or optax transform). "
             "Did you pass an optimizer factory such as `optkit.adam` without calling it?"
         )
@@ -112,8 +113,8 @@ def chain(*transforms: Any) -> GradientTransformation:
         Array([-0.05, -0.1 ,  0.1 ], dtype=float32)
     """
     for position, transform in enumerate(transforms):
-        _check_transform(transform, position)
-    forwards_extra = tuple(_takes_extra_args(t) for t in transforms)
+        check_transform(transform, "chain", position)
+    forwards_extra = tuple(takes_extra_args(t) for t in transforms)
 
     def init(params: Params) -> tuple[OptState, ...]:
         return tuple(t.init(params) for t in transforms)

@@ -20,7 +20,7 @@ pytest.importorskip("psutil")
 pytest.importorskip("matplotlib")
 
 from benchmarks import bench, guard, report, run
-from benchmarks.pairs import APPLY_UPDATES, LIBRARIES, PAIRS
+from benchmarks.pairs import APPLY_UPDATES, LIBRARIES, OPTKIT_PATHS, PAIRS
 from benchmarks.workloads import many_leaves
 
 TINY = [
@@ -75,7 +75,10 @@ def test_writes_json_markdown_and_png(tiny_run):
     assert on_disk["measurements"] == json.loads(json.dumps(results["measurements"]))
     assert (out / "results.png").read_bytes().startswith(b"\x89PNG")
     markdown = (out / "results.md").read_text()
-    assert "| optimizer | metric | optkit | optax | optkit/optax |" in markdown
+    assert (
+        "| optimizer | metric | optkit | optkit.flatten | optax | optkit/optax "
+        "| optkit.flatten/optax |" in markdown
+    )
     for workload in results["workloads"]:
         assert f"### {workload['name']}" in markdown
 
@@ -107,7 +110,10 @@ def test_every_measurement_has_the_schema(tiny_run):
             assert record["program"]["stablehlo_lines"] > 0
             moments = {"sgd": 1, "adamw": 2}[entry["optimizer"]]
             assert record["state"]["bytes_per_param"] >= 4 * moments
-        assert set(entry["ratios"]) == set(bench.RATIO_FIELDS)
+        assert set(entry["ratios"]) == set(OPTKIT_PATHS)
+        for path_ratios in entry["ratios"].values():
+            assert set(path_ratios) == set(bench.RATIO_FIELDS)
+            assert path_ratios["lower_plus_compile"] > 0 and path_ratios["step"] > 0
     for copies in results["copies"]:
         for kind in ("flat", "tree"):
             assert copies[kind]["status"] == "ok"
@@ -167,5 +173,9 @@ def test_pairs_compute_the_same_update(name):
             params = APPLY_UPDATES[lib](params, updates)
         return params
 
-    finals = [jax.jit(train, static_argnums=0)(lib) for lib in LIBRARIES]
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-7), *finals)
+    reference = jax.jit(train, static_argnums=0)("optax")
+    for path in OPTKIT_PATHS:
+        final = jax.jit(train, static_argnums=0)(path)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-7), final, reference
+        )

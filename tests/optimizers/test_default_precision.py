@@ -2,7 +2,8 @@
 
 The rest of the suite enables float64, which changes how scalars such as bias corrections are
 computed (float64, then cast). Most users never turn x64 on, so the float32 golden trajectories
-are also checked in a fresh interpreter with the default configuration.
+are also checked in a fresh interpreter with the default configuration, on every optkit path
+(per-leaf and ``optkit.flatten``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.parity.cases import CASES
+from tests.optimizers.test_parity import by_case_and_path
+from tests.parity.cases import Case
+from tests.parity.runner import run_id
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,14 +28,16 @@ import jax
 assert not jax.config.jax_enable_x64
 from tests.optimizers.test_parity import TOLERANCES, golden
 from tests.parity.cases import CASES
-from tests.parity.runner import DTYPES, compare, run_optkit, stack
+from tests.parity.runner import DTYPES, PATHS, compare, run_id, run_optkit, stack
 results = {}
-for case in CASES:
-    ours = stack(run_optkit(case, DTYPES["float32"]))
-    leaf_dtypes = sorted({str(values.dtype) for values in ours.values()})
-    expected = golden("float32").trajectories[case.id]
-    mismatch = compare(ours, expected, **TOLERANCES["float32"]._asdict())
-    results[case.id] = {"mismatch": mismatch and str(mismatch), "dtypes": leaf_dtypes}
+for path in PATHS:
+    for case in CASES:
+        ours = stack(run_optkit(case, DTYPES["float32"], path=path))
+        leaf_dtypes = sorted({str(values.dtype) for values in ours.values()})
+        expected = golden("float32").trajectories[case.id]
+        mismatch = compare(ours, expected, **TOLERANCES["float32"]._asdict())
+        result = {"mismatch": mismatch and str(mismatch), "dtypes": leaf_dtypes}
+        results[run_id(case.id, path)] = result
 print(json.dumps(results))
 """
 
@@ -52,8 +57,10 @@ def default_precision_results() -> dict[str, dict]:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
-def test_float32_matches_torch_golden_without_x64(case, default_precision_results):
-    result = default_precision_results[case.id]
+@by_case_and_path
+def test_float32_matches_torch_golden_without_x64(
+    case: Case, path: str, default_precision_results: dict[str, dict]
+) -> None:
+    result = default_precision_results[run_id(case.id, path)]
     assert result["dtypes"] == ["float32"]
-    assert result["mismatch"] is None, f"{case.id} [float32, x64 off]: {result['mismatch']}"
+    assert result["mismatch"] is None, f"{case.id} [float32, x64 off, {path}]: {result['mismatch']}"

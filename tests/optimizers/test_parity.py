@@ -1,4 +1,6 @@
-"""Parity with torch.optim: every row of tests/parity/cases.py, 30 steps, float64 and float32.
+"""Parity with torch.optim: every row of tests/parity/cases.py, 30 steps, float64 and float32,
+on every path of ``PATHS`` (the per-leaf transform, and the same transform under
+``optkit.flatten``).
 
 Each case runs the same non-convex problem (tests/parity/problem.py) through optkit (jitted) and
 through torch.optim, and compares the params after every step: float64 to rtol 1e-10 (atol 1e-12
@@ -8,7 +10,11 @@ means optkit's math differs from torch's, not that the tolerance is tight.
 Live tests (marked ``torch``) run torch itself and are skipped without it, unless
 OPTKIT_REQUIRE_TORCH=1 (set in CI), which turns a missing torch into a failure. The golden tests
 compare against torch trajectories stored in tests/parity/golden/ and need no torch; regenerate
-those with ``python -m tests.parity.generate_golden``.
+those with ``python -m tests.parity.generate_golden``. torch's trajectories do not depend on the
+optkit path, so every path is compared with the same live run and the same golden file.
+
+Per-leaf test ids are the case ids (``sgd-plain``); the other paths append theirs
+(``sgd-plain-flatten``).
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ from tests.parity.cases import CASES, CASES_BY_ID, CLIP_NORM, CLIP_VALUE, Case
 from tests.parity.generate_golden import Golden, load_golden
 from tests.parity.runner import (
     DTYPES,
+    PATHS,
     STEPS,
     compare,
     make_optkit_step,
+    run_id,
     run_optkit,
     run_torch,
     stack,
@@ -50,15 +58,18 @@ TOLERANCES = {
 # torch says something: the table's learning rates move each leaf by 0.25 or more.
 MIN_LEAF_TRAVEL = 0.1
 
-by_case = pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+by_case_and_path = pytest.mark.parametrize(
+    ("case", "path"),
+    [pytest.param(case, path, id=run_id(case.id, path)) for path in PATHS for case in CASES],
+)
 by_dtype = pytest.mark.parametrize("dtype_name", list(DTYPES))
 
 
 # Each trajectory is computed once per session and shared by the tests below: jit compilation
 # dominates the suite's run time.
 @functools.cache
-def optkit_path(case_id: str, dtype_name: str) -> dict[str, np.ndarray]:
-    return stack(run_optkit(CASES_BY_ID[case_id], DTYPES[dtype_name]))
+def optkit_path(case_id: str, dtype_name: str, path: str) -> dict[str, np.ndarray]:
+    return stack(run_optkit(CASES_BY_ID[case_id], DTYPES[dtype_name], path=path))
 
 
 @functools.cache
@@ -71,34 +82,37 @@ def golden(dtype_name: str) -> Golden:
     return load_golden(dtype_name)
 
 
-def describe(case: Case, dtype_name: str) -> str:
-    return f"{case.id} [{dtype_name}] vs torch.optim.{case.torch_optimizer}({case.torch_spec()})"
+def describe(case: Case, dtype_name: str, path: str) -> str:
+    return (
+        f"{case.id} [{dtype_name}, {path}] vs "
+        f"torch.optim.{case.torch_optimizer}({case.torch_spec()})"
+    )
 
 
 @pytest.mark.torch
 @by_dtype
-@by_case
-def test_matches_torch_live(case: Case, dtype_name: str) -> None:
+@by_case_and_path
+def test_matches_torch_live(case: Case, path: str, dtype_name: str) -> None:
     require_torch()
     mismatch = compare(
-        optkit_path(case.id, dtype_name),
+        optkit_path(case.id, dtype_name, path),
         torch_path(case.id, dtype_name),
         **TOLERANCES[dtype_name]._asdict(),
     )
-    assert mismatch is None, f"{describe(case, dtype_name)}: {mismatch}"
+    assert mismatch is None, f"{describe(case, dtype_name, path)}: {mismatch}"
 
 
 @by_dtype
-@by_case
-def test_matches_torch_golden(case: Case, dtype_name: str) -> None:
+@by_case_and_path
+def test_matches_torch_golden(case: Case, path: str, dtype_name: str) -> None:
     expected = golden(dtype_name).trajectories.get(case.id)
     assert expected is not None, f"no golden trajectory for {case.id}; {REGENERATE}"
     mismatch = compare(
-        optkit_path(case.id, dtype_name), expected, **TOLERANCES[dtype_name]._asdict()
+        optkit_path(case.id, dtype_name, path), expected, **TOLERANCES[dtype_name]._asdict()
     )
     assert mismatch is None, (
-        f"{describe(case, dtype_name)}, golden from torch {golden(dtype_name).torch_version}: "
-        f"{mismatch}"
+        f"{describe(case, dtype_name, path)}, golden from torch "
+        f"{golden(dtype_name).torch_version}: {mismatch}"
     )
 
 
@@ -146,23 +160,25 @@ def test_golden_files_match_live_torch(dtype_name: str) -> None:
 
 
 @by_dtype
-@by_case
-def test_every_leaf_moves(case: Case, dtype_name: str) -> None:
+@by_case_and_path
+def test_every_leaf_moves(case: Case, path: str, dtype_name: str) -> None:
     """Parity is only meaningful if the optimizer goes somewhere; a no-op must not pass."""
-    path = optkit_path(case.id, dtype_name)
-    travel = {leaf: float(np.max(np.abs(values[-1] - values[0]))) for leaf, values in path.items()}
-    assert min(travel.values()) >= MIN_LEAF_TRAVEL, f"{case.id} [{dtype_name}]: {travel}"
+    trajectory = optkit_path(case.id, dtype_name, path)
+    travel = {
+        leaf: float(np.max(np.abs(values[-1] - values[0]))) for leaf, values in trajectory.items()
+    }
+    assert min(travel.values()) >= MIN_LEAF_TRAVEL, f"{case.id} [{dtype_name}, {path}]: {travel}"
 
 
 @by_dtype
-@by_case
-def test_step_keeps_state_shapes_and_dtypes(case: Case, dtype_name: str) -> None:
+@by_case_and_path
+def test_step_keeps_state_shapes_and_dtypes(case: Case, path: str, dtype_name: str) -> None:
     """A step returns params and state of the same shapes and dtypes, so jit compiles it once.
 
     (torch keeps optimizer state in the param's dtype; a float32 state promoted to float64 would
     also retrace every step.)
     """
-    params, tx, step = make_optkit_step(case, DTYPES[dtype_name])
+    params, tx, step = make_optkit_step(case, DTYPES[dtype_name], path)
     state = tx.init(params)
     before = jax.eval_shape(lambda *carry: carry, params, state)
     after = jax.eval_shape(step, params, params, state)

@@ -2,6 +2,10 @@
 
 Both runners return the whole trajectory (the initial params, then the params after each step) so
 a mismatch can be located at the first step where it appears, not just at the end.
+
+optkit runs each case on every path of ``PATHS``: the per-leaf transform as the table builds it,
+and the same transform wrapped in ``optkit.flatten`` (one flat vector per dtype). torch's side,
+and so the golden files, do not depend on the path.
 """
 
 from __future__ import annotations
@@ -23,20 +27,32 @@ DTYPES: dict[str, type[np.floating]] = {"float32": np.float32, "float64": np.flo
 Trajectory = list[dict[str, np.ndarray]]
 JaxParams = dict[str, jax.Array]
 
+# How optkit runs a case's transform: every path must reproduce the same torch trajectory.
+PATHS: dict[str, Callable[[optkit.GradientTransformation], optkit.GradientTransformation]] = {
+    "per-leaf": lambda tx: tx,
+    "flatten": optkit.flatten,
+}
+
+
+def run_id(case_id: str, path: str) -> str:
+    """A test id for a case on a path: the case id alone for per-leaf, ``<case>-<path>`` else."""
+    return case_id if path == "per-leaf" else f"{case_id}-{path}"
+
 
 def make_optkit_step(
-    case: Case, dtype: type[np.floating]
+    case: Case, dtype: type[np.floating], path: str = "per-leaf"
 ) -> tuple[JaxParams, optkit.GradientTransformation, Callable]:
-    """Initial jax params, the case's transform, and its jitted ``(params, grads, state)`` step.
+    """Initial jax params, the case's transform on ``path``, and its jitted ``(params, grads,
+    state)`` step.
 
-    The step is jitted once per case and dtype; the loop in ``run_optkit`` reuses the program.
+    The step is jitted once per case, dtype and path; the loop in ``run_optkit`` reuses the program.
     Gradients come from ``problem.jax_value_and_grad``, compiled once for all cases, so each case
     compiles only its own update + apply (XLA compile time dominates the suite's run time).
     """
     if dtype == np.float64 and not jax.config.jax_enable_x64:
         raise RuntimeError("float64 parity needs jax_enable_x64 (tests/conftest.py turns it on)")
     params = {name: jnp.asarray(value) for name, value in problem.initial_params(dtype).items()}
-    tx = case.make_optkit()
+    tx = PATHS[path](case.make_optkit())
 
     @jax.jit
     def step(
@@ -48,9 +64,11 @@ def make_optkit_step(
     return params, tx, step
 
 
-def run_optkit(case: Case, dtype: type[np.floating], steps: int = STEPS) -> Trajectory:
-    """The params before and after each of ``steps`` optkit updates, as numpy arrays."""
-    params, tx, step = make_optkit_step(case, dtype)
+def run_optkit(
+    case: Case, dtype: type[np.floating], steps: int = STEPS, path: str = "per-leaf"
+) -> Trajectory:
+    """The params before and after each of ``steps`` optkit updates on ``path``, as numpy arrays."""
+    params, tx, step = make_optkit_step(case, dtype, path)
     state = tx.init(params)
     trajectory = [_numpy_tree(params)]
     for _ in range(steps):
