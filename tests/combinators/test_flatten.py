@@ -1,12 +1,17 @@
 """optkit.flatten: the inner transform runs on one flat vector per dtype, with per-leaf results.
 
 The reference for every test is the same transform run leaf by leaf. Leaves of more than one
-element must come out bit for bit identical (the arithmetic is elementwise either way).
-One-element leaves are compared to within a few ulp: XLA rewrites ``x / scalar`` as
-``x * (1 / scalar)`` when ``x`` has more than one element, so a one-element leaf divides exactly
-on the per-leaf path but takes the reciprocal inside the flat vector (Adam's bias corrections,
-Adagrad's decayed learning rate). Gradients are computed by a separate jitted function and
-passed to the step, so both paths see identical inputs.
+element must come out bit for bit identical: the arithmetic is elementwise either way, and in
+this session (x64 on, XLA:CPU) XLA compiles it the same way on both paths. One-element leaves
+are compared to within a few ulp: XLA rewrites ``x / scalar`` as ``x * (1 / scalar)`` for
+arrays of more than one element, so a one-element leaf divides exactly on the per-leaf path but
+takes the reciprocal inside the flat vector (Adam's bias corrections, Adagrad's decayed learning
+rate). That rewrite is XLA's choice per kernel, not flatten's: with x64 off it is also made for
+the flat vector but not for Adam's per-leaf kernels, and larger leaves then differ by an ulp or
+two. If an XLA upgrade breaks the bitwise checks, compare those leaves in ulp as well; the
+torch parity suite (tests/optimizers/test_parity.py) is the accuracy contract for both paths.
+Gradients are computed by a separate jitted function and passed to the step, so both paths see
+identical inputs.
 
 Only rounding may differ where XLA can rewrite arithmetic across the per-leaf path's boundary
 but not across flatten's concatenation and slices: a scalar multiply chained after flatten, a
@@ -113,6 +118,13 @@ def assert_close(actual: Tree, expected: Tree) -> None:
         np.testing.assert_allclose(a, b, rtol=RTOL[a.dtype.name], atol=RTOL[a.dtype.name])
 
 
+def find_state(state: Tree, kind: type) -> Any:
+    """The one sub-state of type ``kind`` in ``state``."""
+    is_kind = lambda node: isinstance(node, kind)
+    (found,) = filter(is_kind, jax.tree.leaves(state, is_leaf=is_kind))
+    return found
+
+
 OPTIMIZERS: dict[str, Factory] = {
     "sgd_momentum": lambda: optkit.sgd(0.05, momentum=0.9, dampening=0.1),
     "sgd_nesterov_wd": lambda: optkit.sgd(0.05, momentum=0.9, nesterov=True, weight_decay=0.1),
@@ -161,6 +173,21 @@ def test_state_holds_one_vector_per_dtype() -> None:
     assert state_bytes(state) == state_bytes(tx.init(params))
 
 
+def test_leaves_above_max_flat_size_keep_their_own_vector() -> None:
+    # block/tensor (24 elements) and matrix (12) exceed 10: a vector each, keyed by path.
+    tx = optkit.sgd(0.05, momentum=0.9, weight_decay=0.1)
+    flat_tx = optkit.flatten(tx, max_flat_size=10)
+    trace = find_state(flat_tx.init(mixed_tree()), optkit.TraceState).trace
+    assert {name: v.shape for name, v in trace.items()} == {
+        "block/tensor": (24,),
+        "matrix": (12,),
+        "float32": (1 + 5 + 0 + 4,),
+        "float64": (7 + 1,),
+    }
+    flat, per_leaf = train(flat_tx, mixed_tree()), train(tx, mixed_tree())
+    assert_matches_per_leaf(flat[:2], per_leaf[:2])
+
+
 def test_jit_init_matches_eager_init() -> None:
     tx = optkit.flatten(optkit.adamw(0.01, amsgrad=True))
     eager, jitted = tx.init(mixed_tree()), jax.jit(tx.init)(mixed_tree())
@@ -174,13 +201,6 @@ def test_jit_init_matches_eager_init() -> None:
 def not_vectors(tree: Tree) -> Tree:
     """A mask selecting every leaf but the rank-1 ones (so both dtypes stay selected)."""
     return jax.tree.map(lambda x: x.ndim != 1, tree)
-
-
-def find_state(state: Tree, kind: type) -> Any:
-    """The one sub-state of type ``kind`` in ``state``."""
-    is_kind = lambda node: isinstance(node, kind)
-    (found,) = filter(is_kind, jax.tree.leaves(state, is_leaf=is_kind))
-    return found
 
 
 GROUPS = [{"params": "block/**", "weight_decay": 0.0}, {"params": ["scalar", "vector", "matrix"]}]
