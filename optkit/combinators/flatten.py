@@ -14,9 +14,11 @@ Two details make that cheap to compile, where ``optax.flatten`` is slower than n
 * gradients are concatenated in one instruction, and the params only when the inner transform
   reads them (otherwise XLA removes the concatenation).
 
-The arithmetic is the inner transform's, element by element, so results are bitwise those of
-the per-leaf path for elementwise optimizers (every optimizer in optkit), and within rounding for
-transforms that reduce over leaves (``clip_by_global_norm`` sums in another order).
+The arithmetic is the inner transform's, element by element: under ``jit`` the results equal the
+per-leaf path's bitwise for leaves of more than one element, and within a few ulp otherwise
+(XLA rewrites a division by a scalar differently for one-element arrays, fuses across the
+per-leaf kernels but not across the flat vectors, and ``clip_by_global_norm`` sums in another
+order). docs/performance.md lists the cases; the parity suite runs on both paths.
 """
 
 from __future__ import annotations
@@ -142,7 +144,8 @@ def flatten(
     replaces thousands of tiny ones. The per-leaf path stays the default because its state
     mirrors the params: each moment buffer takes its param's sharding, and per-leaf selectors
     (:func:`optkit.param_groups`, :func:`optkit.masked`) see the params' tree. Put those
-    outside ``flatten``: ``param_groups({"decay": flatten(adamw(...)), ...})``. For params
+    outside ``flatten``:
+    ``param_groups(lambda **kw: flatten(adamw(**kw)), groups, ...)``. For params
     sharded across devices keep the per-leaf path: concatenating sharded leaves gathers them.
 
     Args:
@@ -162,7 +165,7 @@ def flatten(
         (6,)
         >>> updates, state = tx.update(params, state, params)
         >>> updates["w"].shape, updates["b"]
-        ((2, 2), Array([0., 0.], dtype=float32))
+        ((2, 2), Array([-0., -0.], dtype=float32))
     """
     check_transform(inner, "flatten", 0)
     if max_flat_size is not None:
