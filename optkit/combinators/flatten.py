@@ -71,7 +71,7 @@ def _layout(tree: Any, max_flat_size: int | None) -> tuple[list[Any], _Layout]:
         name = jnp.dtype(leaf.dtype).name
         if max_flat_size is not None and size > max_flat_size:
             name = _tree.path_str(path)
-            while name in groups or name in sizes:
+            while name in groups:
                 name += "#"
         groups.setdefault(name, []).append(index)
         offsets.append(sizes.get(name, 0))
@@ -102,7 +102,7 @@ def _opaque_offsets(offsets: Sequence[int], witness: jax.Array) -> list[jax.Arra
     return [o[0] for o in opaque]
 
 
-def _split(flat: dict[str, jax.Array], layout: _Layout, count: int, where: str) -> list[Any]:
+def _split(flat: dict[str, jax.Array], layout: _Layout, where: str) -> list[Any]:
     """The leaves back from the flat vectors (the inverse of :func:`_concatenate`)."""
     if not isinstance(flat, dict) or set(flat) != set(layout.groups):
         got = sorted(flat) if isinstance(flat, dict) else type(flat).__name__
@@ -110,7 +110,7 @@ def _split(flat: dict[str, jax.Array], layout: _Layout, count: int, where: str) 
             f"{where}: the inner transform returned {got}, expected a dict of flat vectors for "
             f"the dtypes {sorted(layout.groups)}."
         )
-    leaves: list[Any] = [None] * count
+    leaves: list[Any] = [None] * len(layout.shapes)
     for name, indices in layout.groups.items():
         vector = flat[name]
         if len(indices) == 1 or vector.size == 0:
@@ -190,7 +190,7 @@ def flatten(
         flat_updates, inner_state = inner.update(
             _concatenate(leaves, layout), state.inner_state, flat_params, **extra_args
         )
-        new_leaves = _split(flat_updates, layout, len(leaves), "flatten")
+        new_leaves = _split(flat_updates, layout, "flatten")
         return jax.tree.unflatten(treedef, new_leaves), FlattenState(inner_state=inner_state)
 
     return GradientTransformation(init, update)
