@@ -16,9 +16,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import guard, measure
-from benchmarks.pairs import APPLY_UPDATES, LIBRARIES, OPTKIT_PATHS, OptimizerPair
+from benchmarks.pairs import (
+    APPLY_UPDATES,
+    LEARNING_RATE,
+    LIBRARIES,
+    OPTKIT_PATHS,
+    OptimizerPair,
+)
 from benchmarks.workloads import Workload, to_device
 from benchmarks.workloads import tree_nbytes as nbytes
+
+# The train step with the cheapest update (``p - lr * g``), compiled beside each pair.
+FLOOR = "floor"
 
 # Workloads whose compile time follows one trend in the leaf count, from which the guard
 # extrapolates. The transformer's few large leaves compile on another curve.
@@ -118,7 +127,10 @@ class Bench:
         """Cold lower+compile of each library's step, alternating which goes first, repeated;
         and, once, of ``jax.jit(tx.init)`` (whose executable creates the state for the run)."""
         limit = self.args.max_compile_seconds
-        out: dict[str, dict[str, Any]] = {lib: {"lower_s": [], "compile_s": []} for lib in order}
+        out: dict[str, dict[str, Any]] = {
+            lib: {"lower_s": [], "compile_s": []} for lib in (*order, FLOOR)
+        }
+        floor_step = measure.make_floor_step(LEARNING_RATE)
         for repeat in range(self.args.compile_repeats):
             over_budget = False
             for lib in order if repeat % 2 == 0 else order[::-1]:
@@ -142,6 +154,13 @@ class Bench:
                         init_compile_s=init.compile_s,
                         init_executable=init.executable,
                     )
+            floor = measure.cold_compile(floor_step, (workload.tree, workload.tree), (0,))
+            out[FLOOR]["lower_s"].append(floor.lower_s)
+            out[FLOOR]["compile_s"].append(floor.compile_s)
+            self.log(
+                f"{workload.name} {FLOOR}: lower {floor.lower_s:.2f} s, "
+                f"compile {floor.compile_s:.2f} s"
+            )
             if over_budget:  # one cold compile already exceeds the budget: do not repeat it
                 break
         return out
@@ -221,6 +240,11 @@ class Bench:
             return {**entry, "status": "skipped", "reason": reason}
 
         compiles = self.compile_phase(workload, pair, order)
+        floor = compiles.pop(FLOOR)
+        entry[FLOOR] = {
+            "lower": measure.summarize(floor["lower_s"]),
+            "compile": measure.summarize(floor["compile_s"]),
+        }
         runs = self.run_phase(order, compiles, inputs)
         moved = pair.bytes_per_param * workload.num_params
         for lib in order:
@@ -253,6 +277,10 @@ class Bench:
             )
         entry["status"] = "ok"
         entry["ratios"] = ratios(entry["libraries"])
+        floor_total = entry[FLOOR]["lower"]["median"] + entry[FLOOR]["compile"]["median"]
+        entry[FLOOR]["lower_plus_compile_median_s"] = floor_total
+        optax_total = entry["libraries"].get("optax", {}).get("lower_plus_compile_median_s")
+        entry[FLOOR]["over_optax"] = _ratio(floor_total, optax_total)
         return entry
 
 

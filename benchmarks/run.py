@@ -33,7 +33,7 @@ from benchmarks.workloads import (
     transformer,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FAMILIES = ("single", "leaves", "transformer")
 
 # ~100M parameters on CPU (GPT-2 small's shape), ~1B on accelerators.

@@ -42,11 +42,13 @@ from optkit._base import (
 )
 
 DEFAULT_MAX_FLAT_SIZE = 2**16
+_MAX_OFFSET = 2**31 - 1  # the largest start an int32 offset holds
 
 
 class FlattenState(NamedTuple):
     """The inner transform's state over ``{group: vector}``: one vector per dtype for the small
-    leaves, keyed by the dtype's name, and one per large leaf, keyed by its path."""
+    leaves, keyed by the dtype's name, and one per large leaf, keyed by its path (``#``
+    appended while that name is taken)."""
 
     inner_state: OptState
 
@@ -63,21 +65,57 @@ def _layout(tree: Any, max_flat_size: int | None) -> tuple[list[Any], _Layout]:
     """The leaves of ``tree`` and their groups: small leaves share their dtype's vector, a leaf
     of more than ``max_flat_size`` elements is a group of its own (no copy: a reshape)."""
     with_paths = jax.tree_util.tree_flatten_with_path(tree)[0]
+    leaves = [leaf for _, leaf in with_paths]
+    sizes = [math.prod(np.shape(leaf)) for leaf in leaves]
+    dtype_names = [jnp.dtype(leaf.dtype).name for leaf in leaves]
+
+    def is_large(size: int) -> bool:
+        return max_flat_size is not None and size > max_flat_size
+
+    # A large leaf's key is its path, made unique against every dtype group and earlier key.
+    taken = {name for name, size in zip(dtype_names, sizes, strict=True) if not is_large(size)}
+    names = []
+    for (path, _), size, dtype_name in zip(with_paths, sizes, dtype_names, strict=True):
+        if not is_large(size):
+            names.append(dtype_name)
+            continue
+        name = _tree.path_str(path)
+        while name in taken:
+            name += "#"
+        taken.add(name)
+        names.append(name)
+
     groups: dict[str, list[int]] = {}
     offsets = []
-    sizes: dict[str, int] = {}
-    for index, (path, leaf) in enumerate(with_paths):
-        size = math.prod(np.shape(leaf))
-        name = jnp.dtype(leaf.dtype).name
-        if max_flat_size is not None and size > max_flat_size:
-            name = _tree.path_str(path)
-            while name in groups:
-                name += "#"
+    totals: dict[str, int] = {}
+    for index, (name, size) in enumerate(zip(names, sizes, strict=True)):
         groups.setdefault(name, []).append(index)
-        offsets.append(sizes.get(name, 0))
-        sizes[name] = sizes.get(name, 0) + size
-    leaves = [leaf for _, leaf in with_paths]
+        offsets.append(totals.get(name, 0))
+        totals[name] = totals.get(name, 0) + size
+    for name, total in totals.items():
+        if len(groups[name]) > 1 and total > _MAX_OFFSET:
+            raise ValueError(
+                f"flatten: the {name} leaves hold {total} elements together, more than the "
+                f"{_MAX_OFFSET} that int32 offsets address; pass a smaller max_flat_size so "
+                "that large leaves keep vectors of their own."
+            )
     return leaves, _Layout(groups, offsets, [tuple(np.shape(leaf)) for leaf in leaves])
+
+
+def _check_dtypes(updates: Any, params: Any) -> None:
+    """Each param must share its update's dtype: the two are grouped by the update's dtype."""
+    pairs = zip(jax.tree.leaves(updates), jax.tree.leaves(params), strict=True)
+    if all(jnp.dtype(u.dtype) == jnp.dtype(p.dtype) for u, p in pairs):
+        return
+    for (path, u), (_, p) in zip(
+        _tree.leaves_with_paths(updates), _tree.leaves_with_paths(params), strict=True
+    ):
+        if jnp.dtype(u.dtype) != jnp.dtype(p.dtype):
+            raise ValueError(
+                f"flatten: leaf {path!r} is {jnp.dtype(p.dtype).name} in params but "
+                f"{jnp.dtype(u.dtype).name} in updates; flatten groups leaves by dtype, so "
+                "each update must have its param's dtype (cast the gradients first)."
+            )
 
 
 def _concatenate(leaves: Sequence[Any], layout: _Layout) -> dict[str, jax.Array]:
@@ -156,6 +194,12 @@ def flatten(
     Returns:
         A transform with state :class:`FlattenState`.
 
+    Raises:
+        ValueError: at ``update``, if a param's dtype differs from its update's (leaves are
+            grouped by dtype) or the params tree does not match; at ``init`` or ``update``, if
+            one dtype's small leaves hold more than ``2**31 - 1`` elements together (int32
+            offsets).
+
     Examples:
         >>> import jax.numpy as jnp, optkit
         >>> params = {"w": jnp.ones((2, 2)), "b": jnp.zeros(2)}
@@ -184,6 +228,7 @@ def flatten(
         flat_params = None
         if params is not None:
             _tree.check_match(updates, params, "flatten", "updates", "params")
+            _check_dtypes(updates, params)
             flat_params = _concatenate(jax.tree.leaves(params), layout)
         if not forward_extra:
             extra_args = {}

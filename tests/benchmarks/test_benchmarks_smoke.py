@@ -19,7 +19,7 @@ pytest.importorskip("optax")
 pytest.importorskip("psutil")
 pytest.importorskip("matplotlib")
 
-from benchmarks import bench, guard, report, run
+from benchmarks import bench, guard, measure, report, run
 from benchmarks.pairs import APPLY_UPDATES, LIBRARIES, OPTKIT_PATHS, PAIRS
 from benchmarks.workloads import many_leaves
 
@@ -81,6 +81,7 @@ def test_writes_json_markdown_and_png(tiny_run):
     )
     for workload in results["workloads"]:
         assert f"### {workload['name']}" in markdown
+    assert "| floor (`p - lr * g`) lower+compile, s |" in markdown
 
 
 def test_machine_and_workloads(tiny_run):
@@ -110,6 +111,13 @@ def test_every_measurement_has_the_schema(tiny_run):
             assert record["program"]["stablehlo_lines"] > 0
             moments = {"sgd": 1, "adamw": 2}[entry["optimizer"]]
             assert record["state"]["bytes_per_param"] >= 4 * moments
+        floor = entry[bench.FLOOR]
+        assert floor["lower"]["n"] == floor["compile"]["n"] == 1
+        optax_total = entry["libraries"]["optax"]["lower_plus_compile_median_s"]
+        assert floor["over_optax"] == pytest.approx(
+            floor["lower_plus_compile_median_s"] / optax_total
+        )
+        assert floor["over_optax"] > 0
         assert set(entry["ratios"]) == set(OPTKIT_PATHS)
         for path_ratios in entry["ratios"].values():
             assert set(path_ratios) == set(bench.RATIO_FIELDS)
@@ -179,3 +187,12 @@ def test_pairs_compute_the_same_update(name):
         jax.tree.map(
             lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-7), final, reference
         )
+
+
+def test_floor_step_is_plain_gradient_descent_on_the_train_steps_loss():
+    params = {"w": jnp.arange(6.0).reshape(2, 3), "b": jnp.ones(3)}
+    data = {"w": jnp.full((2, 3), 2.0), "b": jnp.zeros(3)}
+    stepped = jax.jit(measure.make_floor_step(0.25))(params, data)
+    # loss = 0.5 * sum((p - x)**2), so g = p - x and the step is p - 0.25 * (p - x).
+    expected = jax.tree.map(lambda p, x: p - 0.25 * (p - x), params, data)
+    jax.tree.map(np.testing.assert_allclose, stepped, expected)

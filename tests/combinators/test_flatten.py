@@ -330,20 +330,6 @@ def test_edge_trees_match_per_leaf(name: str) -> None:
     assert_matches_per_leaf(flat[:2], reference[:2])  # the tree structures (None too) match
 
 
-def test_mismatched_params_name_the_missing_path() -> None:
-    tx = optkit.flatten(optkit.adamw(0.01))
-    params = mixed_tree()
-    grads = grad_fn(params)
-    del params["block"]["layers"][2]
-    with pytest.raises(ValueError, match=r"flatten: .*block/layers/2"):
-        tx.update(grads, tx.init(grads), params)
-
-
-def test_rejects_a_factory() -> None:
-    with pytest.raises(TypeError, match=r"flatten: argument 0 is 'function'"):
-        optkit.flatten(optkit.adam)
-
-
 # --- compile structure -------------------------------------------------------------------------
 
 LEAVES = 64
