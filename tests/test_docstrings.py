@@ -33,6 +33,7 @@ MODULES = sorted(
 # Modules whose public functions all carry a runnable example.
 MUST_HAVE_EXAMPLES = {
     "optkit._base",
+    "optkit.combinators.flatten",
     "optkit.combinators.hyperparams",
     "optkit.combinators.masking",
     "optkit.combinators.param_groups",

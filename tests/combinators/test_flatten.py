@@ -173,14 +173,14 @@ def test_state_holds_one_vector_per_dtype() -> None:
     assert state_bytes(state) == state_bytes(tx.init(params))
 
 
-def test_leaves_above_max_flat_size_keep_their_own_vector() -> None:
-    # block/tensor (24 elements) and matrix (12) exceed 10: a vector each, keyed by path.
+def test_leaves_above_max_flat_size_keep_their_own_shape() -> None:
+    # block/tensor (24 elements) and matrix (12) exceed 10: a group each, keyed by path.
     tx = optkit.sgd(0.05, momentum=0.9, weight_decay=0.1)
     flat_tx = optkit.flatten(tx, max_flat_size=10)
     trace = find_state(flat_tx.init(mixed_tree()), optkit.TraceState).trace
     assert {name: v.shape for name, v in trace.items()} == {
-        "block/tensor": (24,),
-        "matrix": (12,),
+        "block/tensor": (2, 3, 4),
+        "matrix": (3, 4),
         "float32": (1 + 5 + 0 + 4,),
         "float64": (7 + 1,),
     }

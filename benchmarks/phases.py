@@ -1,0 +1,167 @@
+"""Where a train step's compile time goes: tracing+lowering, XLA's HLO passes, and the backend.
+
+python -m benchmarks.phases --leaves 1000,2000 --optimizer adamw --out benchmarks/results/cpu-phases
+
+Each configuration is compiled cold in a fresh process with XLA's per-pass timing logs on
+(``TF_CPP_VMODULE=cpu_compiler=1,hlo_pass_pipeline=1``), so the logs of one never mix with
+another's. The parent parses them into: trace+lower (JAX), HLO passes (XLA's optimization
+pipeline), backend (buffer assignment, thunk and LLVM code generation, the executable), and the
+rest of ``compile()`` (StableHLO to HLO conversion, PjRt). The configurations are the train step
+of ``benchmarks.run`` with optkit's two paths and optax, and the floor step (``p - lr * g``).
+The CPU compiler's log lines are parsed; on other backends only lower and compile are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+CONFIGS = ("floor", "optkit", "optkit.flatten", "optax")
+LOG_ENV = {
+    "TF_CPP_MIN_LOG_LEVEL": "0",
+    "TF_CPP_VMODULE": "cpu_compiler=1,hlo_pass_pipeline=1",
+}
+_PASS = re.compile(r"HLO pass: (\S+) time: .*?\((\d+) us\)")
+_PASSES_TOTAL = re.compile(r"Running HLO passes on \[jit_step\] for CPU time: .*?\((\d+) us\)")
+_BACKEND = re.compile(r"Compiling \[jit_step\] for CPU using JIT time: .*?\((\d+) us\)")
+
+
+def child(leaves: int, leaf_size: int, config: str, optimizer: str) -> None:
+    """Compile one configuration cold and print its lower and compile seconds as JSON."""
+    import jax
+
+    from benchmarks import measure
+    from benchmarks.pairs import APPLY_UPDATES, LEARNING_RATE, PAIRS
+    from benchmarks.workloads import many_leaves
+
+    measure.disable_compilation_cache()
+    tree = many_leaves(leaves, leaf_size).tree
+    if config == "floor":
+        compiled = measure.cold_compile(measure.make_floor_step(LEARNING_RATE), (tree, tree), (0,))
+    else:
+        tx = PAIRS[optimizer].factory(config)()
+        state = jax.eval_shape(tx.init, tree)
+        step = measure.make_train_step(tx, APPLY_UPDATES[config])
+        compiled = measure.cold_compile(step, (tree, state, tree), (0, 1))
+    print(json.dumps({"lower_s": compiled.lower_s, "compile_s": compiled.compile_s}))
+
+
+def parse_log(log: str) -> dict[str, Any]:
+    """XLA's CPU compile phases from its log: the pass pipeline's total, the backend's, and the
+    largest passes (a sub-pipeline such as ``simplification`` includes the passes it runs)."""
+    passes: dict[str, float] = {}
+    for name, micros in _PASS.findall(log):
+        passes[name] = passes.get(name, 0.0) + int(micros) / 1e6
+    totals = _PASSES_TOTAL.findall(log)
+    backend = _BACKEND.findall(log)
+    largest = sorted(passes.items(), key=lambda item: -item[1])[:6]
+    return {
+        "hlo_passes_s": sum(int(m) for m in totals) / 1e6 if totals else None,
+        "backend_s": sum(int(m) for m in backend) / 1e6 if backend else None,
+        "largest_passes_s": dict(largest),
+    }
+
+
+def measure_config(leaves: int, leaf_size: int, config: str, optimizer: str) -> dict[str, Any]:
+    command = [sys.executable, "-m", "benchmarks.phases", "--child"]
+    command += [f"--leaves={leaves}", f"--leaf-size={leaf_size}", f"--optimizer={optimizer}"]
+    command += [f"--config={config}"]
+    done = subprocess.run(
+        command,
+        env={**os.environ, **LOG_ENV},
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    timing = json.loads(done.stdout.strip().splitlines()[-1])
+    phases = parse_log(done.stderr)
+    known = (phases["hlo_passes_s"] or 0.0) + (phases["backend_s"] or 0.0)
+    phases["rest_of_compile_s"] = timing["compile_s"] - known if phases["backend_s"] else None
+    return {"leaves": leaves, "config": config, "optimizer": optimizer, **timing, **phases}
+
+
+def _cell(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def render(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [
+        f"# Compile phases: {results['optimizer']}, trees of {results['leaf_size']}-float leaves",
+        "",
+        f"- {m['date']}, {m['cpu_model']}, {m['cpu_cores_available']} cores, "
+        f"{m['backend']}; git {m.get('git_commit') or '?'}",
+        "- " + ", ".join(f"{name} {version}" for name, version in m["versions"].items()),
+        f"- command: `{m['command']}`",
+        "",
+        "Seconds of one cold compile per configuration, each in a fresh process. `floor` is the "
+        "same train step with `p - lr * g` and no optimizer state.",
+        "",
+        "| leaves | config | trace+lower | HLO passes | backend | rest of compile | total "
+        "| largest passes |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in results["rows"]:
+        largest = ", ".join(f"{name} {sec:.2f}" for name, sec in row["largest_passes_s"].items())
+        total = row["lower_s"] + row["compile_s"]
+        lines.append(
+            f"| {row['leaves']} | {row['config']} | {_cell(row['lower_s'])} "
+            f"| {_cell(row['hlo_passes_s'])} | {_cell(row['backend_s'])} "
+            f"| {_cell(row['rest_of_compile_s'])} | {_cell(total)} | {largest} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--leaves", default="1000,2000", help="comma-separated leaf counts")
+    parser.add_argument("--leaf-size", type=int, default=4000)
+    parser.add_argument("--optimizer", default="adamw", help="a pair of benchmarks/pairs.py")
+    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--out", type=Path, default=None, help="folder for JSON and markdown")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
+    args = parse_args(argv)
+    if args.child:
+        child(int(args.leaves), args.leaf_size, args.config, args.optimizer)
+        return None
+    from benchmarks import machine
+
+    command = sys.argv[1:] if argv is None else argv
+    info = machine.describe(command)
+    info["command"] = shlex.join(["python", "-m", "benchmarks.phases", *command])
+    results = {"optimizer": args.optimizer, "leaf_size": args.leaf_size, "machine": info}
+    results["rows"] = []
+    for leaves in (int(n) for n in args.leaves.split(",")):
+        for config in args.configs.split(","):
+            row = measure_config(leaves, args.leaf_size, config, args.optimizer)
+            results["rows"].append(row)
+            print(
+                f"{leaves} {config}: lower {row['lower_s']:.2f} compile {row['compile_s']:.2f} "
+                f"(passes {_cell(row['hlo_passes_s'])}, backend {_cell(row['backend_s'])})",
+                file=sys.stderr,
+                flush=True,
+            )
+    markdown = render(results)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "phases.json").write_text(json.dumps(results, indent=2) + "\n")
+        (args.out / "phases.md").write_text(markdown)
+    print(markdown)
+    return results
+
+
+if __name__ == "__main__":
+    main()
