@@ -345,7 +345,17 @@ def _compile_trend(axis: Any, results: dict[str, Any]) -> None:
     )
     if copies:
         xs, ys = zip(*copies, strict=True)
-        axis.plot(xs, ys, ":", color="gray", marker=".", label="tree copy (floor)")
+        axis.plot(xs, ys, ":", color="gray", marker=".", label="tree copy")
+    floors: dict[int, list[float]] = {}
+    for entry in ok:
+        if "floor" in entry and families[entry["workload"]] != "transformer":
+            floors.setdefault(entry["num_leaves"], []).append(
+                entry["floor"]["lower_plus_compile_median_s"]
+            )
+    if floors:
+        xs = sorted(floors)
+        ys = [sorted(floors[x])[len(floors[x]) // 2] for x in xs]
+        axis.plot(xs, ys, "--", color="black", marker="s", label="train step, p - lr*g (floor)")
     axis.set_xscale("log")
     axis.set_yscale("log")
     axis.set_xlabel("leaves (transformer: * optkit, P optkit.flatten, x optax)")
