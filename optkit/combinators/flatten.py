@@ -70,14 +70,13 @@ def _layout(tree: Any, max_flat_size: int | None) -> tuple[list[Any], _Layout]:
     sizes = [math.prod(np.shape(leaf)) for leaf in leaves]
     dtype_names = [jnp.dtype(leaf.dtype).name for leaf in leaves]
 
-    def is_large(size: int) -> bool:
-        return max_flat_size is not None and size > max_flat_size
+    large = [max_flat_size is not None and size > max_flat_size for size in sizes]
 
     # A large leaf's key is its path, made unique against every dtype group and earlier key.
-    taken = {name for name, size in zip(dtype_names, sizes, strict=True) if not is_large(size)}
+    taken = {name for name, big in zip(dtype_names, large, strict=True) if not big}
     names = []
-    for (path, _), size, dtype_name in zip(with_paths, sizes, dtype_names, strict=True):
-        if not is_large(size):
+    for (path, _), big, dtype_name in zip(with_paths, large, dtype_names, strict=True):
+        if not big:
             names.append(dtype_name)
             continue
         name = _tree.path_str(path)
@@ -98,9 +97,9 @@ def _layout(tree: Any, max_flat_size: int | None) -> tuple[list[Any], _Layout]:
             raise ValueError(
                 f"flatten: the {name} leaves hold {total} elements together, more than the "
                 f"{_MAX_OFFSET} that int32 offsets address; pass a smaller max_flat_size so "
-                "that large leaves keep vectors of their own."
+                "that large leaves keep groups of their own."
             )
-    whole = frozenset(name for name, size in zip(names, sizes, strict=True) if is_large(size))
+    whole = frozenset(name for name, big in zip(names, large, strict=True) if big)
     shapes = [tuple(np.shape(leaf)) for leaf in leaves]
     return leaves, _Layout(groups, offsets, shapes, whole)
 
