@@ -123,22 +123,18 @@ class Bench:
 
     def compile_phase(
         self, workload: Workload, pair: OptimizerPair, order: Sequence[str]
-    ) -> dict[str, dict[str, Any]]:
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, list[float]]]:
         """Cold lower+compile of each library's step, alternating which goes first, repeated;
-        and, once, of ``jax.jit(tx.init)`` (whose executable creates the state for the run)."""
+        and, once, of ``jax.jit(tx.init)`` (whose executable creates the state for the run).
+        After each repeat, the floor step's too: its times come back on their own."""
         limit = self.args.max_compile_seconds
-        out: dict[str, dict[str, Any]] = {
-            lib: {"lower_s": [], "compile_s": []} for lib in (*order, FLOOR)
-        }
-        floor_step = measure.make_floor_step(LEARNING_RATE)
+        out: dict[str, dict[str, Any]] = {lib: {"lower_s": [], "compile_s": []} for lib in order}
+        floor: dict[str, list[float]] = {"lower_s": [], "compile_s": []}
         for repeat in range(self.args.compile_repeats):
             over_budget = False
             for lib in order if repeat % 2 == 0 else order[::-1]:
                 tx = pair.factory(lib)()
-                state_spec = jax.eval_shape(tx.init, workload.tree)
-                step = measure.make_train_step(tx, APPLY_UPDATES[lib])
-                args = (workload.tree, state_spec, workload.tree)
-                compiled = measure.cold_compile(step, args, (0, 1))
+                compiled = measure.compile_train_step(tx, APPLY_UPDATES[lib], workload.tree)
                 out[lib]["lower_s"].append(compiled.lower_s)
                 out[lib]["compile_s"].append(compiled.compile_s)
                 out[lib]["compiled"] = compiled
@@ -154,16 +150,16 @@ class Bench:
                         init_compile_s=init.compile_s,
                         init_executable=init.executable,
                     )
-            floor = measure.cold_compile(floor_step, (workload.tree, workload.tree), (0,))
-            out[FLOOR]["lower_s"].append(floor.lower_s)
-            out[FLOOR]["compile_s"].append(floor.compile_s)
+            floored = measure.compile_floor_step(LEARNING_RATE, workload.tree)
+            floor["lower_s"].append(floored.lower_s)
+            floor["compile_s"].append(floored.compile_s)
             self.log(
-                f"{workload.name} {FLOOR}: lower {floor.lower_s:.2f} s, "
-                f"compile {floor.compile_s:.2f} s"
+                f"{workload.name} {FLOOR}: lower {floored.lower_s:.2f} s, "
+                f"compile {floored.compile_s:.2f} s"
             )
             if over_budget:  # one cold compile already exceeds the budget: do not repeat it
                 break
-        return out
+        return out, floor
 
     def run_phase(
         self,
@@ -239,12 +235,7 @@ class Bench:
             self.log(f"{workload.name} {pair.name} skipped: {reason}")
             return {**entry, "status": "skipped", "reason": reason}
 
-        compiles = self.compile_phase(workload, pair, order)
-        floor = compiles.pop(FLOOR)
-        entry[FLOOR] = {
-            "lower": measure.summarize(floor["lower_s"]),
-            "compile": measure.summarize(floor["compile_s"]),
-        }
+        compiles, floor = self.compile_phase(workload, pair, order)
         runs = self.run_phase(order, compiles, inputs)
         moved = pair.bytes_per_param * workload.num_params
         for lib in order:
@@ -252,10 +243,8 @@ class Bench:
             del compiles[lib]["init_executable"]
             record = entry["libraries"][lib]
             record.update(compiles[lib])
-            record["lower"] = measure.summarize(record["lower_s"])
-            record["compile"] = measure.summarize(record["compile_s"])
-            total = record["lower"]["median"] + record["compile"]["median"]
-            record["lower_plus_compile_median_s"] = total
+            record.update(measure.compile_summary(record["lower_s"], record["compile_s"]))
+            total = record["lower_plus_compile_median_s"]
             init_total = record["init_lower_s"] + record["init_compile_s"]
             if workload.family in TREND_FAMILIES:
                 self.history[(lib, pair.name)].append((workload.num_leaves, total))
@@ -277,9 +266,9 @@ class Bench:
             )
         entry["status"] = "ok"
         entry["ratios"] = ratios(entry["libraries"])
-        floor_total = entry[FLOOR]["lower"]["median"] + entry[FLOOR]["compile"]["median"]
-        entry[FLOOR]["lower_plus_compile_median_s"] = floor_total
+        entry[FLOOR] = measure.compile_summary(floor["lower_s"], floor["compile_s"])
         optax_total = entry["libraries"].get("optax", {}).get("lower_plus_compile_median_s")
+        floor_total = entry[FLOOR]["lower_plus_compile_median_s"]
         entry[FLOOR]["over_optax"] = _ratio(floor_total, optax_total)
         return entry
 

@@ -95,6 +95,28 @@ def cold_compile(fn: Callable, args: Sequence[Any], donate_argnums: tuple[int, .
     return Compiled(lowered_at - start, done - lowered_at, executable, lowered)
 
 
+def compile_train_step(tx: Any, apply_updates: Callable[[Any, Any], Any], tree: Any) -> Compiled:
+    """Cold lower+compile of :func:`make_train_step` on the abstract ``tree`` (params and data),
+    with params and optimizer state donated."""
+    state = jax.eval_shape(tx.init, tree)
+    return cold_compile(make_train_step(tx, apply_updates), (tree, state, tree), (0, 1))
+
+
+def compile_floor_step(learning_rate: float, tree: Any) -> Compiled:
+    """Cold lower+compile of :func:`make_floor_step` on the abstract ``tree``, params donated."""
+    return cold_compile(make_floor_step(learning_rate), (tree, tree), (0,))
+
+
+def compile_summary(lower_s: Sequence[float], compile_s: Sequence[float]) -> dict[str, Any]:
+    """Medians and spread of repeated cold compiles, and the sum of the two medians."""
+    lower, compile_ = summarize(lower_s), summarize(compile_s)
+    return {
+        "lower": lower,
+        "compile": compile_,
+        "lower_plus_compile_median_s": lower["median"] + compile_["median"],
+    }
+
+
 def program_size(compiled: Compiled) -> dict[str, int]:
     """Lines of the lowered StableHLO and of the optimized HLO (instruction counts, roughly)."""
     sizes = {"stablehlo_lines": len(compiled.lowered.as_text().splitlines())}

@@ -35,8 +35,6 @@ _BACKEND = re.compile(r"Compiling \[jit_step\] for CPU using JIT time: .*?\((\d+
 
 def child(leaves: int, leaf_size: int, config: str, optimizer: str) -> None:
     """Compile one configuration cold and print its lower and compile seconds as JSON."""
-    import jax
-
     from benchmarks import measure
     from benchmarks.pairs import APPLY_UPDATES, LEARNING_RATE, PAIRS
     from benchmarks.workloads import many_leaves
@@ -44,12 +42,10 @@ def child(leaves: int, leaf_size: int, config: str, optimizer: str) -> None:
     measure.disable_compilation_cache()
     tree = many_leaves(leaves, leaf_size).tree
     if config == "floor":
-        compiled = measure.cold_compile(measure.make_floor_step(LEARNING_RATE), (tree, tree), (0,))
+        compiled = measure.compile_floor_step(LEARNING_RATE, tree)
     else:
         tx = PAIRS[optimizer].factory(config)()
-        state = jax.eval_shape(tx.init, tree)
-        step = measure.make_train_step(tx, APPLY_UPDATES[config])
-        compiled = measure.cold_compile(step, (tree, state, tree), (0, 1))
+        compiled = measure.compile_train_step(tx, APPLY_UPDATES[config], tree)
     print(json.dumps({"lower_s": compiled.lower_s, "compile_s": compiled.compile_s}))
 
 

@@ -6,6 +6,7 @@ python -m benchmarks.report benchmarks/results/cpu    # re-render from results.j
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -354,7 +355,7 @@ def _compile_trend(axis: Any, results: dict[str, Any]) -> None:
             )
     if floors:
         xs = sorted(floors)
-        ys = [sorted(floors[x])[len(floors[x]) // 2] for x in xs]
+        ys = [statistics.median_high(floors[x]) for x in xs]
         axis.plot(xs, ys, "--", color="black", marker="s", label="train step, p - lr*g (floor)")
     axis.set_xscale("log")
     axis.set_yscale("log")
