@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -177,12 +178,13 @@ def scale_tree(updates: Any, factor: Any) -> Any:
     injected hyperparameter) is cast to each leaf's dtype so float32 updates stay float32.
     """
 
-    def scale_leaf(u: jax.Array) -> jax.Array:
-        if isinstance(factor, jax.Array):
-            return u * cast_like(factor, u)
-        return u * factor
+    return map_leaves(_scale_leaf, updates, factor=factor)
 
-    return jax.tree.map(scale_leaf, updates)
+
+def _scale_leaf(u: jax.Array, *, factor: Any) -> jax.Array:
+    if isinstance(factor, jax.Array):
+        return u * cast_like(factor, u)
+    return u * factor
 
 
 def _replicated_placement(params: Any) -> jax.sharding.Sharding | None:
@@ -205,3 +207,68 @@ def place_scalars(scalars: Any, params: Any) -> Any:
     """
     placement = _replicated_placement(params)
     return scalars if placement is None else jax.device_put(scalars, placement)
+
+
+class _Constants:
+    """Hashable keyword constants for :func:`map_leaves`'s nested ``jit``: compared by type and
+    ``repr``, so ``0.0`` and ``-0.0``, ``1`` and ``True`` never share a trace."""
+
+    __slots__ = ("_key", "values")
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+        self._key = tuple((name, type(v), repr(v)) for name, v in sorted(values.items()))
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Constants) and self._key == other._key
+
+
+def _is_constant(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | float | complex | str | np.generic)
+
+
+@functools.cache
+def _nested_jit(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def per_leaf(constants: _Constants, scalars: dict[str, Any], *leaves: Any) -> Any:
+        return fn(*leaves, **constants.values, **scalars)
+
+    per_leaf.__name__ = per_leaf.__qualname__ = fn.__name__
+    return jax.jit(per_leaf, static_argnums=0)
+
+
+def map_leaves(fn: Callable[..., Any], *trees: Any, outputs: int = 1, **scalars: Any) -> Any:
+    """``jax.tree.map(lambda *leaves: fn(*leaves, **scalars), *trees)``, cheaper to compile.
+
+    Leaves whose types (shape, dtype, weak type, sharding) repeat in the tree go through one
+    nested ``jax.jit`` of ``fn``: JAX traces and lowers ``fn`` once per distinct type and emits
+    a call per leaf, where inline each leaf's few operations are traced and lowered again (half
+    of a 2000-leaf Adam step's lowering). XLA inlines the calls, so the compiled program is the
+    same. A leaf whose type is unique is computed inline.
+
+    ``fn`` must be a module-level function (its compiled traces are cached by identity).
+    ``scalars`` are passed as keywords: Python and NumPy numbers as trace-time constants, arrays
+    as arguments. With ``outputs > 1``, ``fn`` returns that many arrays per leaf and the result
+    is a tuple of that many trees.
+    """
+    treedef = jax.tree.structure(trees[0])
+    columns = [treedef.flatten_up_to(tree) for tree in trees]
+    rows = list(zip(*columns, strict=True))
+    constants = {name: v for name, v in scalars.items() if _is_constant(v)}
+    arrays = {name: v for name, v in scalars.items() if not _is_constant(v)}
+    kinds = [tuple(jax.typeof(leaf) for leaf in row) for row in rows]
+    counts: dict[Any, int] = {}
+    for kind in kinds:
+        counts[kind] = counts.get(kind, 0) + 1
+    nested = _nested_jit(fn)
+    frozen = _Constants(constants)
+    results = [
+        nested(frozen, arrays, *row) if counts[kind] > 1 else fn(*row, **scalars)
+        for row, kind in zip(rows, kinds, strict=True)
+    ]
+    if outputs == 1:
+        return treedef.unflatten(results)
+    columns = zip(*results, strict=True) if results else [()] * outputs
+    return tuple(treedef.unflatten(list(column)) for column in columns)

@@ -43,6 +43,57 @@ def _check_updates(state_tree: Updates, updates: Updates, where: str) -> None:
     _tree.check_match(state_tree, updates, where, "optimizer state", "updates")
 
 
+def _adam_moments(m, v, g, *, b1, b2):
+    return (
+        _tree.cast_like(_lerp(m, g, 1.0 - b1), m),
+        _tree.cast_like(b2 * v + (1.0 - b2) * (g * g), v),
+    )
+
+
+def _adam_direction(m, v, g, *, eps, eps_root, no_eps_root, bc1, sbc2):
+    bc1 = _tree.cast_like(bc1, v)
+    sbc2 = _tree.cast_like(sbc2, v)
+    if no_eps_root:
+        denom = jnp.sqrt(v) / sbc2 + eps
+    else:
+        denom = jnp.sqrt(v / (sbc2 * sbc2) + eps_root) + eps
+    return _tree.cast_like((m / bc1) / denom, g)
+
+
+def _adam_leaf(m, v, g, *, b1, b2, bias_correction1, sqrt_bias_correction2, **eps):
+    """One leaf of Adam: new moments and the bias-corrected direction."""
+    m, v = _adam_moments(m, v, g, b1=b1, b2=b2)
+    out = _adam_direction(m, v, g, bc1=bias_correction1, sbc2=sqrt_bias_correction2, **eps)
+    return m, v, out
+
+
+def _amsgrad_leaf(m, v, v_max, g, *, b1, b2, bias_correction1, sqrt_bias_correction2, **eps):
+    """One leaf of AMSGrad: Adam's, with the direction taken from the running max of ``v``."""
+    m, v = _adam_moments(m, v, g, b1=b1, b2=b2)
+    v_max = jnp.maximum(v_max, v)
+    out = _adam_direction(m, v_max, g, bc1=bias_correction1, sbc2=sqrt_bias_correction2, **eps)
+    return m, v, v_max, out
+
+
+def _rms_leaf(v, g, *, alpha, eps):
+    """One leaf of RMSprop: the new running square and the scaled update."""
+    v = _tree.cast_like(alpha * v + (1.0 - alpha) * (g * g), v)
+    return v, _tree.cast_like(g / (jnp.sqrt(v) + eps), g)
+
+
+def _centered_rms_leaf(v, m, g, *, alpha, eps):
+    """One leaf of centered RMSprop: both running averages and the update."""
+    v = _tree.cast_like(alpha * v + (1.0 - alpha) * (g * g), v)
+    m = _tree.cast_like(_lerp(m, g, 1.0 - alpha), m)
+    return v, m, _tree.cast_like(g / (jnp.sqrt(v - m * m) + eps), g)
+
+
+def _rss_leaf(s, g, *, eps):
+    """One leaf of Adagrad: the new sum of squares and the scaled update."""
+    s = _tree.cast_like(s + g * g, s)
+    return s, _tree.cast_like(g / (jnp.sqrt(s) + eps), g)
+
+
 def scale_by_adam(
     b1: float | jax.typing.ArrayLike = 0.9,
     b2: float | jax.typing.ArrayLike = 0.999,
@@ -103,22 +154,24 @@ def scale_by_adam(
         bias_correction1 = _numerics.bias_correction(b1, count)
         sqrt_bias_correction2 = jnp.sqrt(_numerics.bias_correction(b2, count))
 
-        mu = jax.tree.map(lambda m, g: _tree.cast_like(_lerp(m, g, 1.0 - b1), m), state.mu, updates)
-        nu = jax.tree.map(
-            lambda v, g: _tree.cast_like(b2 * v + (1.0 - b2) * (g * g), v), state.nu, updates
+        hyper = dict(
+            b1=b1,
+            b2=b2,
+            eps=eps,
+            eps_root=eps_root,
+            no_eps_root=no_eps_root,
+            bias_correction1=bias_correction1,
+            sqrt_bias_correction2=sqrt_bias_correction2,
         )
-        nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu) if amsgrad else None
-
-        def direction(m: jax.Array, v: jax.Array, g: jax.Array) -> jax.Array:
-            bc1 = _tree.cast_like(bias_correction1, v)
-            sbc2 = _tree.cast_like(sqrt_bias_correction2, v)
-            if no_eps_root:
-                denom = jnp.sqrt(v) / sbc2 + eps
-            else:
-                denom = jnp.sqrt(v / (sbc2 * sbc2) + eps_root) + eps
-            return _tree.cast_like((m / bc1) / denom, g)
-
-        out = jax.tree.map(direction, mu, nu_max if amsgrad else nu, updates)
+        if amsgrad:
+            mu, nu, nu_max, out = _tree.map_leaves(
+                _amsgrad_leaf, state.mu, state.nu, state.nu_max, updates, outputs=4, **hyper
+            )
+        else:
+            mu, nu, out = _tree.map_leaves(
+                _adam_leaf, state.mu, state.nu, updates, outputs=3, **hyper
+            )
+            nu_max = None
         return out, ScaleByAdamState(count=count, mu=mu, nu=nu, nu_max=nu_max)
 
     return GradientTransformation(init, update)
@@ -163,19 +216,15 @@ def scale_by_rms(
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
         _check_updates(state.nu, updates, "scale_by_rms")
-        nu = jax.tree.map(
-            lambda v, g: _tree.cast_like(alpha * v + (1.0 - alpha) * (g * g), v), state.nu, updates
-        )
         if centered:
-            mu = jax.tree.map(
-                lambda m, g: _tree.cast_like(_lerp(m, g, 1.0 - alpha), m), state.mu, updates
+            nu, mu, out = _tree.map_leaves(
+                _centered_rms_leaf, state.nu, state.mu, updates, outputs=3, alpha=alpha, eps=eps
             )
-            variance = jax.tree.map(lambda v, m: v - m * m, nu, mu)
         else:
-            mu, variance = None, nu
-        out = jax.tree.map(
-            lambda g, var: _tree.cast_like(g / (jnp.sqrt(var) + eps), g), updates, variance
-        )
+            nu, out = _tree.map_leaves(
+                _rms_leaf, state.nu, updates, outputs=2, alpha=alpha, eps=eps
+            )
+            mu = None
         return out, ScaleByRmsState(nu=nu, mu=mu)
 
     return GradientTransformation(init, update)
@@ -213,10 +262,7 @@ def scale_by_rss(
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
         _check_updates(state.sum_of_squares, updates, "scale_by_rss")
-        sums = jax.tree.map(
-            lambda s, g: _tree.cast_like(s + g * g, s), state.sum_of_squares, updates
-        )
-        out = jax.tree.map(lambda g, s: _tree.cast_like(g / (jnp.sqrt(s) + eps), g), updates, sums)
+        sums, out = _tree.map_leaves(_rss_leaf, state.sum_of_squares, updates, outputs=2, eps=eps)
         return out, ScaleByRssState(sum_of_squares=sums)
 
     return GradientTransformation(init, update)

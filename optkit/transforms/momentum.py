@@ -34,6 +34,21 @@ def check_nesterov(decay, dampening, nesterov: bool) -> None:
         raise ValueError(f"nesterov=True requires dampening=0, got dampening={dampening!r}.")
 
 
+def _trace_leaf(b, g, *, decay, nesterov):
+    """One leaf of undampened momentum: the new buffer and the output (Nesterov or not)."""
+    b = _tree.cast_like(decay * b + g, b)
+    return b, (_tree.cast_like(g + decay * b, g) if nesterov else b)
+
+
+def _weighted_trace_leaf(b, g, *, buffer_weight, grad_weight, out_grad, out_buffer):
+    """One leaf of the general momentum step, with the case folded into scalar weights."""
+    b = _tree.cast_like(
+        _tree.cast_like(buffer_weight, b) * b + _tree.cast_like(grad_weight, g) * g, b
+    )
+    out = _tree.cast_like(_tree.cast_like(out_grad, g) * g + _tree.cast_like(out_buffer, g) * b, g)
+    return b, out
+
+
 def trace(
     decay: float | jax.typing.ArrayLike,
     dampening: float | jax.typing.ArrayLike = 0.0,
@@ -79,12 +94,9 @@ def trace(
             return updates, state
         if static_decay is not None and undampened:
             # The buffer starts at zero, so decay * 0 + g is torch's first-step clone of g.
-            new_trace = jax.tree.map(
-                lambda b, g: _tree.cast_like(decay * b + g, b), state.trace, updates
+            new_trace, out = _tree.map_leaves(
+                _trace_leaf, state.trace, updates, outputs=2, decay=decay, nesterov=nesterov
             )
-            out = new_trace
-            if nesterov:
-                out = jax.tree.map(lambda g, b: _tree.cast_like(g + decay * b, g), updates, out)
             return out, TraceState(count=_numerics.increment(state.count), trace=new_trace)
         return _general_update(updates, state, decay, dampening, nesterov)
 
@@ -107,19 +119,15 @@ def _general_update(updates: Updates, state: TraceState, decay, dampening, neste
     out_grad = jnp.where(active, 1.0 if nesterov else 0.0, 1.0)
     out_buffer = jnp.where(active, decay if nesterov else 1.0, 0.0)
 
-    new_trace = jax.tree.map(
-        lambda b, g: _tree.cast_like(
-            _tree.cast_like(buffer_weight, b) * b + _tree.cast_like(grad_weight, g) * g, b
-        ),
+    new_trace, out = _tree.map_leaves(
+        _weighted_trace_leaf,
         state.trace,
         updates,
-    )
-    out = jax.tree.map(
-        lambda g, b: _tree.cast_like(
-            _tree.cast_like(out_grad, g) * g + _tree.cast_like(out_buffer, g) * b, g
-        ),
-        updates,
-        new_trace,
+        outputs=2,
+        buffer_weight=buffer_weight,
+        grad_weight=grad_weight,
+        out_grad=out_grad,
+        out_buffer=out_buffer,
     )
     count = jnp.where(active, _numerics.increment(state.count), state.count)
     return out, TraceState(count=count, trace=new_trace)

@@ -15,6 +15,10 @@ Mask = Any | Callable[[Params], Any]
 returning one. ``True`` marks the leaves to decay."""
 
 
+def _decay_leaf(u: jax.Array, p: jax.Array, *, weight_decay: Any) -> jax.Array:
+    return _tree.cast_like(u + weight_decay * p, u)
+
+
 def _add_scaled_params(where: str, weight_decay: Any, mask: Mask | None) -> GradientTransformation:
     """``updates + weight_decay * params`` on the leaves selected by ``mask``."""
     _validation.non_negative("weight_decay", weight_decay)
@@ -28,10 +32,20 @@ def _add_scaled_params(where: str, weight_decay: Any, mask: Mask | None) -> Grad
             else _tree.resolve_mask(mask, params, where)
         )
 
-        def decay(u: jax.Array, p: jax.Array, use: bool) -> jax.Array:
-            return _tree.cast_like(u + weight_decay * p, u) if use else u
-
-        return jax.tree.map(decay, updates, params, selected)
+        treedef = jax.tree.structure(updates)
+        pairs = zip(treedef.flatten_up_to(updates), treedef.flatten_up_to(params), strict=True)
+        leaves = list(pairs)
+        chosen = [i for i, use in enumerate(treedef.flatten_up_to(selected)) if use]
+        decayed = _tree.map_leaves(
+            _decay_leaf,
+            [leaves[i][0] for i in chosen],
+            [leaves[i][1] for i in chosen],
+            weight_decay=weight_decay,
+        )
+        out = [u for u, _ in leaves]
+        for i, leaf in zip(chosen, decayed, strict=True):
+            out[i] = leaf
+        return treedef.unflatten(out)
 
     return stateless(decay_tree)
 
