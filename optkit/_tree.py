@@ -209,6 +209,10 @@ def place_scalars(scalars: Any, params: Any) -> Any:
     return scalars if placement is None else jax.device_put(scalars, placement)
 
 
+# ``jax.typeof`` (an abstract value: shape, dtype, weak type, sharding) arrived after jax 0.4.35.
+_typeof = getattr(jax, "typeof", None) or jax.core.get_aval
+
+
 class _Constants:
     """Hashable keyword constants for :func:`map_leaves`'s nested ``jit``: compared by type and
     ``repr``, so ``0.0`` and ``-0.0``, ``1`` and ``True`` never share a trace."""
@@ -258,7 +262,7 @@ def map_leaves(fn: Callable[..., Any], *trees: Any, outputs: int = 1, **scalars:
     rows = list(zip(*columns, strict=True))
     constants = {name: v for name, v in scalars.items() if _is_constant(v)}
     arrays = {name: v for name, v in scalars.items() if not _is_constant(v)}
-    kinds = [tuple(jax.typeof(leaf) for leaf in row) for row in rows]
+    kinds = [tuple(_typeof(leaf) for leaf in row) for row in rows]
     counts: dict[Any, int] = {}
     for kind in kinds:
         counts[kind] = counts.get(kind, 0) + 1
