@@ -160,16 +160,8 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     """
     _tree.check_match(params, updates, "apply_updates", "params", "updates")
 
-    treedef = jax.tree.structure(params, is_leaf=lambda x: x is None)
-    pairs = list(zip(treedef.flatten_up_to(params), treedef.flatten_up_to(updates), strict=True))
-    present = [i for i, (p, _) in enumerate(pairs) if p is not None]
-    sums = _tree.map_leaves(
-        _add_leaf, [pairs[i][0] for i in present], [pairs[i][1] for i in present]
-    )
-    leaves: list[Any] = [None] * len(pairs)
-    for i, leaf in zip(present, sums, strict=True):
-        leaves[i] = leaf
-    return treedef.unflatten(leaves)
+    present = [p is not None for p in jax.tree.leaves(params, is_leaf=lambda x: x is None)]
+    return _tree.map_leaves(_add_leaf, params, updates, select=present, is_leaf=lambda x: x is None)
 
 
 def _add_leaf(p: Any, u: Any) -> Any:

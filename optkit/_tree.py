@@ -243,7 +243,14 @@ def _nested_jit(fn: Callable[..., Any]) -> Callable[..., Any]:
     return jax.jit(per_leaf, static_argnums=0)
 
 
-def map_leaves(fn: Callable[..., Any], *trees: Any, outputs: int = 1, **scalars: Any) -> Any:
+def map_leaves(
+    fn: Callable[..., Any],
+    *trees: Any,
+    outputs: int = 1,
+    select: Sequence[bool] | None = None,
+    is_leaf: Callable[[Any], bool] | None = None,
+    **scalars: Any,
+) -> Any:
     """``jax.tree.map(lambda *leaves: fn(*leaves, **scalars), *trees)``, cheaper to compile.
 
     Leaves whose types (shape, dtype, weak type, sharding) repeat in the tree go through one
@@ -255,11 +262,16 @@ def map_leaves(fn: Callable[..., Any], *trees: Any, outputs: int = 1, **scalars:
     ``fn`` must be a module-level function (its compiled traces are cached by identity).
     ``scalars`` are passed as keywords: Python and NumPy numbers as trace-time constants, arrays
     as arguments. With ``outputs > 1``, ``fn`` returns that many arrays per leaf and the result
-    is a tuple of that many trees.
+    is a tuple of that many trees. ``select`` (one bool per leaf, single output only) leaves the
+    unselected leaves of the first tree as they are; ``is_leaf`` is ``jax.tree.map``'s.
     """
-    treedef = jax.tree.structure(trees[0])
+    if select is not None and outputs != 1:
+        raise ValueError("map_leaves: select needs a single output per leaf.")
+    treedef = jax.tree.structure(trees[0], is_leaf=is_leaf)
     columns = [treedef.flatten_up_to(tree) for tree in trees]
-    rows = list(zip(*columns, strict=True))
+    all_rows = list(zip(*columns, strict=True))
+    chosen = range(len(all_rows)) if select is None else [i for i, s in enumerate(select) if s]
+    rows = [all_rows[i] for i in chosen]
     constants = {name: v for name, v in scalars.items() if _is_constant(v)}
     arrays = {name: v for name, v in scalars.items() if not _is_constant(v)}
     kinds = [tuple(_typeof(leaf) for leaf in row) for row in rows]
@@ -272,6 +284,11 @@ def map_leaves(fn: Callable[..., Any], *trees: Any, outputs: int = 1, **scalars:
         nested(frozen, arrays, *row) if counts[kind] > 1 else fn(*row, **scalars)
         for row, kind in zip(rows, kinds, strict=True)
     ]
+    if select is not None:
+        merged = list(columns[0])
+        for i, result in zip(chosen, results, strict=True):
+            merged[i] = result
+        results = merged
     if outputs == 1:
         return treedef.unflatten(results)
     columns = zip(*results, strict=True) if results else [()] * outputs

@@ -60,6 +60,22 @@ def test_multiple_outputs_and_empty_trees():
     assert _tree.map_leaves(_axpy, [], [], a=1.0, b=1.0) == []
 
 
+def test_select_keeps_the_first_trees_unselected_leaves_and_is_leaf_passes_none():
+    other = jax.tree.map(lambda x: x + 1.0, TREE)
+    got = _tree.map_leaves(_axpy, TREE, other, select=[True, False, True], a=2.0, b=1.0)
+    leaves = jax.tree.leaves(TREE)
+    np.testing.assert_array_equal(got["b"], 2.0 * TREE["b"] + other["b"])
+    assert got["w1"] is leaves[1]
+    np.testing.assert_array_equal(got["w2"], 2.0 * TREE["w2"] + other["w2"])
+    params = {"frozen": None, "w": jnp.ones(2)}
+    updates = {"frozen": None, "w": jnp.ones(2)}
+    out = optkit.apply_updates(params, updates)
+    assert out["frozen"] is None
+    np.testing.assert_array_equal(out["w"], [2.0, 2.0])
+    with pytest.raises(ValueError, match="select"):
+        _tree.map_leaves(_pair, TREE, TREE, outputs=2, select=[True] * 3, a=1.0)
+
+
 def test_signed_zero_and_bool_constants_get_their_own_traces():
     ones = {"x": jnp.ones(3), "y": jnp.ones(3)}
     plus = _tree.map_leaves(_pair, ones, ones, outputs=2, a=0.0)[0]

@@ -32,20 +32,13 @@ def _add_scaled_params(where: str, weight_decay: Any, mask: Mask | None) -> Grad
             else _tree.resolve_mask(mask, params, where)
         )
 
-        treedef = jax.tree.structure(updates)
-        pairs = zip(treedef.flatten_up_to(updates), treedef.flatten_up_to(params), strict=True)
-        leaves = list(pairs)
-        chosen = [i for i, use in enumerate(treedef.flatten_up_to(selected)) if use]
-        decayed = _tree.map_leaves(
+        return _tree.map_leaves(
             _decay_leaf,
-            [leaves[i][0] for i in chosen],
-            [leaves[i][1] for i in chosen],
+            updates,
+            params,
+            select=jax.tree.leaves(selected),
             weight_decay=weight_decay,
         )
-        out = [u for u, _ in leaves]
-        for i, leaf in zip(chosen, decayed, strict=True):
-            out[i] = leaf
-        return treedef.unflatten(out)
 
     return stateless(decay_tree)
 
