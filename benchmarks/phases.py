@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 CONFIGS = ("floor", "optkit", "optkit.flatten", "optax")
+# Opt-in (--configs): optkit.flatten(optkit.sgd(lr)), the least any flat path compiles.
+FLAT_FLOOR = "flatten.floor"
 LOG_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "0",
     "TF_CPP_VMODULE": "cpu_compiler=1,hlo_pass_pipeline=1",
@@ -43,6 +45,12 @@ def child(leaves: int, leaf_size: int, config: str, optimizer: str) -> None:
     tree = many_leaves(leaves, leaf_size).tree
     if config == "floor":
         compiled = measure.compile_floor_step(LEARNING_RATE, tree)
+    elif config == FLAT_FLOOR:
+        # The flat path with no optimizer arithmetic: concatenate the gradients, scale, split.
+        import optkit
+
+        tx = optkit.flatten(optkit.sgd(LEARNING_RATE))
+        compiled = measure.compile_train_step(tx, APPLY_UPDATES["optkit.flatten"], tree)
     else:
         tx = PAIRS[optimizer].factory(config)()
         compiled = measure.compile_train_step(tx, APPLY_UPDATES[config], tree)
@@ -99,7 +107,8 @@ def render(results: dict[str, Any]) -> str:
         f"- command: `{m['command']}`",
         "",
         "Seconds of one cold compile per configuration, each in a fresh process. `floor` is the "
-        "same train step with `p - lr * g` and no optimizer state.",
+        "same train step with `p - lr * g` and no optimizer state; `flatten.floor` is "
+        "`optkit.flatten(optkit.sgd(lr))`, the flat path with no optimizer arithmetic.",
         "",
         "| leaves | config | trace+lower | HLO passes | backend | rest of compile | total "
         "| largest passes |",
