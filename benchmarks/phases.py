@@ -26,6 +26,10 @@ from typing import Any
 CONFIGS = ("floor", "optkit", "optkit.flatten", "optax")
 # Opt-in (--configs): optkit.flatten(optkit.sgd(lr)), the least any flat path compiles.
 FLAT_FLOOR = "flatten.floor"
+# Opt-in (--configs): bare programs over the leaves, no loss, no optimizer. "independent": each
+# output from its own leaf only; "gather": each output also reads one value computed from the
+# concatenation of all leaves, the dependency shape every flat layout has.
+SHAPES = ("shape.independent", "shape.gather")
 LOG_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "0",
     "TF_CPP_VMODULE": "cpu_compiler=1,hlo_pass_pipeline=1",
@@ -43,7 +47,9 @@ def child(leaves: int, leaf_size: int, config: str, optimizer: str) -> None:
 
     measure.disable_compilation_cache()
     tree = many_leaves(leaves, leaf_size).tree
-    if config == "floor":
+    if config in SHAPES:
+        compiled = measure.cold_compile(_shape_step(config), (tree, tree), (0,))
+    elif config == "floor":
         compiled = measure.compile_floor_step(LEARNING_RATE, tree)
     elif config == FLAT_FLOOR:
         # The flat path with no optimizer arithmetic: concatenate the gradients, scale, split.
@@ -55,6 +61,20 @@ def child(leaves: int, leaf_size: int, config: str, optimizer: str) -> None:
         tx = PAIRS[optimizer].factory(config)()
         compiled = measure.compile_train_step(tx, APPLY_UPDATES[config], tree)
     print(json.dumps({"lower_s": compiled.lower_s, "compile_s": compiled.compile_s}))
+
+
+def _shape_step(config: str) -> Any:
+    import jax
+    import jax.numpy as jnp
+
+    def step(params: Any, data: Any) -> Any:
+        diffs = jax.tree.map(lambda p, x: p - x, params, data)
+        if config == "shape.independent":
+            return jax.tree.map(lambda p, d: p - 0.1 * d, params, diffs)
+        shared = jnp.concatenate([jnp.ravel(d) for d in jax.tree.leaves(diffs)]) * -0.1
+        return jax.tree.map(lambda p: p + shared[0], params)
+
+    return step
 
 
 def parse_log(log: str) -> dict[str, Any]:

@@ -38,13 +38,15 @@ def test_parse_log_without_cpu_lines_reports_none() -> None:
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="parses XLA:CPU's compile log")
 def test_tiny_run_splits_compile_time(tmp_path) -> None:
-    configs = "--configs=floor,flatten.floor,optkit.flatten"
+    configs = "--configs=floor,flatten.floor,optkit.flatten,shape.independent,shape.gather"
     argv = ["--leaves=3", "--leaf-size=8", "--optimizer=sgd", configs]
     results = phases.main([*argv, f"--out={tmp_path}"])
     assert [(row["leaves"], row["config"]) for row in results["rows"]] == [
         (3, "floor"),
         (3, "flatten.floor"),
         (3, "optkit.flatten"),
+        (3, "shape.independent"),
+        (3, "shape.gather"),
     ]
     for row in results["rows"]:
         assert row["lower_s"] > 0 and row["compile_s"] > 0
