@@ -30,6 +30,9 @@ FLAT_FLOOR = "flatten.floor"
 # output from its own leaf only; "gather": each output also reads one value computed from the
 # concatenation of all leaves, the dependency shape every flat layout has.
 SHAPES = ("shape.independent", "shape.gather")
+# Opt-in (--configs), whatever --optimizer says: torch's Adam with each leaf's two moments packed
+# in one complex buffer, two outputs per leaf instead of three (see packed_adam).
+PACKED_ADAM = "adam.packed"
 LOG_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "0",
     "TF_CPP_VMODULE": "cpu_compiler=1,hlo_pass_pipeline=1",
@@ -57,6 +60,10 @@ def child(leaves: int, leaf_size: int, config: str, optimizer: str) -> None:
 
         tx = optkit.flatten(optkit.sgd(LEARNING_RATE))
         compiled = measure.compile_train_step(tx, APPLY_UPDATES["optkit.flatten"], tree)
+    elif config == PACKED_ADAM:
+        compiled = measure.compile_train_step(
+            packed_adam(LEARNING_RATE), APPLY_UPDATES["optkit"], tree
+        )
     else:
         tx = PAIRS[optimizer].factory(config)()
         compiled = measure.compile_train_step(tx, APPLY_UPDATES[config], tree)
@@ -75,6 +82,52 @@ def _shape_step(config: str) -> Any:
         return jax.tree.map(lambda p: p + shared[0], params)
 
     return step
+
+
+def packed_adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Any:
+    """torch's Adam (no weight decay) with one state buffer per leaf instead of two.
+
+    Each leaf's first and second moments are the real and imaginary parts of one complex array
+    (complex64 for float32 leaves: still 8 bytes per parameter), so a train step writes two
+    outputs per leaf (param, moments) where the per-leaf layout writes three (param, mu, nu).
+    Outputs per leaf are what XLA:CPU's compile time grows with (``docs/performance.md``); this
+    measures whether halving the state outputs without a flat layout pays. The per-leaf math is
+    one nested ``jax.jit``, as on optkit's per-leaf path.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    import optkit
+    from optkit import _numerics
+
+    @jax.jit
+    def leaf(grad: Any, moments: Any, step_size: Any, root_bc2: Any) -> tuple[Any, Any]:
+        mu, nu = jnp.real(moments), jnp.imag(moments)
+        mu = mu + (grad - mu) * (1 - b1)
+        nu = nu * b2 + (1 - b2) * grad * grad
+        update = -step_size * (mu / (jnp.sqrt(nu) / root_bc2 + eps))
+        return update, jax.lax.complex(mu, nu)
+
+    def init(params: Any) -> tuple[Any, Any]:
+        def zeros(p: Any) -> Any:
+            return jnp.zeros(p.shape, jnp.result_type(p.dtype, jnp.complex64))
+
+        return jnp.zeros((), jnp.int32), jax.tree.map(zeros, params)
+
+    def update(grads: Any, state: tuple[Any, Any], params: Any = None) -> tuple[Any, Any]:
+        del params
+        count, moments = state
+        count = count + 1
+        # The same scalars as optkit.scale_by_adam, computed once per step.
+        step_size = learning_rate / _numerics.bias_correction(b1, count)
+        root_bc2 = jnp.sqrt(_numerics.bias_correction(b2, count))
+        pairs = jax.tree.map(lambda g, m: leaf(g, m, step_size, root_bc2), grads, moments)
+        is_pair = lambda x: isinstance(x, tuple)
+        updates = jax.tree.map(lambda pair: pair[0], pairs, is_leaf=is_pair)
+        moments = jax.tree.map(lambda pair: pair[1], pairs, is_leaf=is_pair)
+        return updates, (count, moments)
+
+    return optkit.GradientTransformation(init, update)
 
 
 def parse_log(log: str) -> dict[str, Any]:
@@ -128,7 +181,8 @@ def render(results: dict[str, Any]) -> str:
         "",
         "Seconds of one cold compile per configuration, each in a fresh process. `floor` is the "
         "same train step with `p - lr * g` and no optimizer state; `flatten.floor` is "
-        "`optkit.flatten(optkit.sgd(lr))`, the flat path with no optimizer arithmetic.",
+        "`optkit.flatten(optkit.sgd(lr))`, the flat path with no optimizer arithmetic; "
+        "`adam.packed` is Adam with each leaf's two moments in one complex buffer.",
         "",
         "| leaves | config | trace+lower | HLO passes | backend | rest of compile | total "
         "| largest passes |",

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 pytest.importorskip("optax")
 pytest.importorskip("psutil")
 
+import optkit
 from benchmarks import phases
 
 LOG = """\
@@ -38,7 +41,9 @@ def test_parse_log_without_cpu_lines_reports_none() -> None:
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="parses XLA:CPU's compile log")
 def test_tiny_run_splits_compile_time(tmp_path) -> None:
-    configs = "--configs=floor,flatten.floor,optkit.flatten,shape.independent,shape.gather"
+    configs = (
+        "--configs=floor,flatten.floor,optkit.flatten,shape.independent,shape.gather,adam.packed"
+    )
     argv = ["--leaves=3", "--leaf-size=8", "--optimizer=sgd", configs]
     results = phases.main([*argv, f"--out={tmp_path}"])
     assert [(row["leaves"], row["config"]) for row in results["rows"]] == [
@@ -47,6 +52,7 @@ def test_tiny_run_splits_compile_time(tmp_path) -> None:
         (3, "optkit.flatten"),
         (3, "shape.independent"),
         (3, "shape.gather"),
+        (3, "adam.packed"),
     ]
     for row in results["rows"]:
         assert row["lower_s"] > 0 and row["compile_s"] > 0
@@ -59,3 +65,28 @@ def test_tiny_run_splits_compile_time(tmp_path) -> None:
     assert json.loads((tmp_path / "phases.json").read_text())["rows"] == results["rows"]
     markdown = (tmp_path / "phases.md").read_text()
     assert "| 3 | optkit.flatten |" in markdown
+
+
+def test_packed_adam_follows_optkit_adam() -> None:
+    """The packed-moments step is Adam: same trajectory as optkit.adam, state in one buffer."""
+    keys = jax.random.split(jax.random.key(0), 3)
+    params = {
+        "w": jax.random.normal(keys[0], (4, 3), jnp.float32),
+        "b": jax.random.normal(keys[1], (3,), jnp.float32),
+    }
+    target = jax.tree.map(lambda p: jax.random.normal(keys[2], p.shape, p.dtype), params)
+    packed, reference = phases.packed_adam(0.1), optkit.adam(0.1)
+    state, ref_state = packed.init(params), reference.init(params)
+    assert jax.tree.map(lambda m: m.dtype, state[1]) == {"w": jnp.complex64, "b": jnp.complex64}
+    p, ref_p = params, params
+    for _ in range(6):
+        updates, state = jax.jit(packed.update)(jax.tree.map(jnp.subtract, p, target), state)
+        p = optkit.apply_updates(p, updates)
+        ref_updates, ref_state = reference.update(
+            jax.tree.map(jnp.subtract, ref_p, target), ref_state
+        )
+        ref_p = optkit.apply_updates(ref_p, ref_updates)
+    assert int(state[0]) == 6
+    for leaf, ref_leaf in zip(jax.tree.leaves(p), jax.tree.leaves(ref_p), strict=True):
+        np.testing.assert_allclose(leaf, ref_leaf, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(p["w"], params["w"])
