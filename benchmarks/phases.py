@@ -84,6 +84,18 @@ def _shape_step(config: str) -> Any:
     return step
 
 
+def _packed_adam_leaf(grad: Any, moments: Any, *, b1, b2, eps, step_size, root_bc2) -> Any:
+    """One leaf of :func:`packed_adam`: the update and the re-packed moments."""
+    import jax
+    import jax.numpy as jnp
+
+    mu, nu = jnp.real(moments), jnp.imag(moments)
+    mu = mu + (grad - mu) * (1 - b1)
+    nu = nu * b2 + (1 - b2) * grad * grad
+    update = -step_size * (mu / (jnp.sqrt(nu) / root_bc2 + eps))
+    return update, jax.lax.complex(mu, nu)
+
+
 def packed_adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Any:
     """torch's Adam (no weight decay) with one state buffer per leaf instead of two.
 
@@ -91,22 +103,14 @@ def packed_adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: f
     (complex64 for float32 leaves: still 8 bytes per parameter), so a train step writes two
     outputs per leaf (param, moments) where the per-leaf layout writes three (param, mu, nu).
     Outputs per leaf are what XLA:CPU's compile time grows with (``docs/performance.md``); this
-    measures whether halving the state outputs without a flat layout pays. The per-leaf math is
-    one nested ``jax.jit``, as on optkit's per-leaf path.
+    measures whether halving the state outputs without a flat layout pays. The per-leaf math goes
+    through optkit's per-leaf path's ``map_leaves`` (one nested ``jax.jit`` per leaf type).
     """
     import jax
     import jax.numpy as jnp
 
     import optkit
-    from optkit import _numerics
-
-    @jax.jit
-    def leaf(grad: Any, moments: Any, step_size: Any, root_bc2: Any) -> tuple[Any, Any]:
-        mu, nu = jnp.real(moments), jnp.imag(moments)
-        mu = mu + (grad - mu) * (1 - b1)
-        nu = nu * b2 + (1 - b2) * grad * grad
-        update = -step_size * (mu / (jnp.sqrt(nu) / root_bc2 + eps))
-        return update, jax.lax.complex(mu, nu)
+    from optkit import _numerics, _tree
 
     def init(params: Any) -> tuple[Any, Any]:
         def zeros(p: Any) -> Any:
@@ -121,10 +125,17 @@ def packed_adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: f
         # The same scalars as optkit.scale_by_adam, computed once per step.
         step_size = learning_rate / _numerics.bias_correction(b1, count)
         root_bc2 = jnp.sqrt(_numerics.bias_correction(b2, count))
-        pairs = jax.tree.map(lambda g, m: leaf(g, m, step_size, root_bc2), grads, moments)
-        is_pair = lambda x: isinstance(x, tuple)
-        updates = jax.tree.map(lambda pair: pair[0], pairs, is_leaf=is_pair)
-        moments = jax.tree.map(lambda pair: pair[1], pairs, is_leaf=is_pair)
+        updates, moments = _tree.map_leaves(
+            _packed_adam_leaf,
+            grads,
+            moments,
+            outputs=2,
+            b1=b1,
+            b2=b2,
+            eps=eps,
+            step_size=step_size,
+            root_bc2=root_bc2,
+        )
         return updates, (count, moments)
 
     return optkit.GradientTransformation(init, update)

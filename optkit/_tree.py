@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -275,9 +276,7 @@ def map_leaves(
     constants = {name: v for name, v in scalars.items() if _is_constant(v)}
     arrays = {name: v for name, v in scalars.items() if not _is_constant(v)}
     kinds = [tuple(_typeof(leaf) for leaf in row) for row in rows]
-    counts: dict[Any, int] = {}
-    for kind in kinds:
-        counts[kind] = counts.get(kind, 0) + 1
+    counts = collections.Counter(kinds)
     nested = _nested_jit(fn)
     frozen = _Constants(constants)
     results = [

@@ -26,18 +26,9 @@ def _add_scaled_params(where: str, weight_decay: Any, mask: Mask | None) -> Grad
     def decay_tree(updates: Updates, params: Params | None) -> Updates:
         params = require_params(params, where)
         _tree.check_match(params, updates, where, "params", "updates")
-        selected = (
-            jax.tree.map(lambda _: True, params)
-            if mask is None
-            else _tree.resolve_mask(mask, params, where)
-        )
-
+        select = None if mask is None else jax.tree.leaves(_tree.resolve_mask(mask, params, where))
         return _tree.map_leaves(
-            _decay_leaf,
-            updates,
-            params,
-            select=jax.tree.leaves(selected),
-            weight_decay=weight_decay,
+            _decay_leaf, updates, params, select=select, weight_decay=weight_decay
         )
 
     return stateless(decay_tree)
