@@ -14,6 +14,7 @@ The CPU compiler's log lines are parsed; on other backends only lower and compil
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -84,16 +85,30 @@ def _shape_step(config: str) -> Any:
     return step
 
 
-def _packed_adam_leaf(grad: Any, moments: Any, *, b1, b2, eps, step_size, root_bc2) -> Any:
-    """One leaf of :func:`packed_adam`: the update and the re-packed moments."""
+@functools.cache
+def _packed_adam_kernel() -> Any:
+    """The per-leaf math of :func:`packed_adam`, lifted to trees by optkit's ``leaf_kernel``
+    (built on first use: this module imports JAX only after setting XLA's flags)."""
+    from typing import NamedTuple
+
     import jax
     import jax.numpy as jnp
 
-    mu, nu = jnp.real(moments), jnp.imag(moments)
-    mu = mu + (grad - mu) * (1 - b1)
-    nu = nu * b2 + (1 - b2) * grad * grad
-    update = -step_size * (mu / (jnp.sqrt(nu) / root_bc2 + eps))
-    return update, jax.lax.complex(mu, nu)
+    from optkit._kernel import leaf_kernel
+
+    class PackedAdamLeaf(NamedTuple):
+        update: jax.Array
+        moments: jax.Array
+
+    def _packed_adam(update, moments, *, b1, b2, eps, step_size, root_bc2) -> PackedAdamLeaf:
+        mu, nu = jnp.real(moments), jnp.imag(moments)
+        mu = mu + (update - mu) * (1 - b1)
+        nu = nu * b2 + (1 - b2) * update * update
+        step = -step_size * (mu / (jnp.sqrt(nu) / root_bc2 + eps))
+        return PackedAdamLeaf(step, jax.lax.complex(mu, nu))
+
+    _packed_adam.__annotations__["return"] = PackedAdamLeaf
+    return leaf_kernel(_packed_adam)
 
 
 def packed_adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Any:
@@ -104,13 +119,13 @@ def packed_adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: f
     outputs per leaf (param, moments) where the per-leaf layout writes three (param, mu, nu).
     Outputs per leaf are what XLA:CPU's compile time grows with (``docs/performance.md``); this
     measures whether halving the state outputs without a flat layout pays. The per-leaf math goes
-    through optkit's per-leaf path's ``map_leaves`` (one nested ``jax.jit`` per leaf type).
+    through optkit's per-leaf kernel machinery (one nested ``jax.jit`` per leaf type).
     """
     import jax
     import jax.numpy as jnp
 
     import optkit
-    from optkit import _numerics, _tree
+    from optkit import _numerics
 
     def init(params: Any) -> tuple[Any, Any]:
         def zeros(p: Any) -> Any:
@@ -125,18 +140,16 @@ def packed_adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: f
         # The same scalars as optkit.scale_by_adam, computed once per step.
         step_size = learning_rate / _numerics.bias_correction(b1, count)
         root_bc2 = jnp.sqrt(_numerics.bias_correction(b2, count))
-        updates, moments = _tree.map_leaves(
-            _packed_adam_leaf,
+        new = _packed_adam_kernel()(
             grads,
             moments,
-            outputs=2,
             b1=b1,
             b2=b2,
             eps=eps,
             step_size=step_size,
             root_bc2=root_bc2,
         )
-        return updates, (count, moments)
+        return new.update, (count, new.moments)
 
     return optkit.GradientTransformation(init, update)
 

@@ -35,18 +35,10 @@ from optkit.combinators.masking import (
     partition,
 )
 from optkit.combinators.param_groups import ParamGroupsState, Selector, param_groups
-from optkit.optimizers.adagrad import adagrad
-from optkit.optimizers.adam import adam, adamw
-from optkit.optimizers.rmsprop import rmsprop
+from optkit.optimizers.adagrad import ScaleByRssState, adagrad, scale_by_rss
+from optkit.optimizers.adam import ScaleByAdamState, adam, adamw, scale_by_adam
+from optkit.optimizers.rmsprop import ScaleByRmsState, rmsprop, scale_by_rms
 from optkit.optimizers.sgd import sgd
-from optkit.transforms.adaptive import (
-    ScaleByAdamState,
-    ScaleByRmsState,
-    ScaleByRssState,
-    scale_by_adam,
-    scale_by_rms,
-    scale_by_rss,
-)
 from optkit.transforms.clipping import clip, clip_by_global_norm, global_norm
 from optkit.transforms.momentum import TraceState, trace
 from optkit.transforms.plateau import ReduceLROnPlateauState, reduce_lr_on_plateau

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 import jax
-import jax.numpy as jnp
 
 from optkit import _tree
+from optkit._kernel import leaf_kernel
 
 Params = Any
 """A pytree of arrays: the parameters being optimized."""
@@ -161,11 +161,12 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     _tree.check_match(params, updates, "apply_updates", "params", "updates")
 
     present = [p is not None for p in jax.tree.leaves(params, is_leaf=lambda x: x is None)]
-    return _tree.map_leaves(_add_leaf, params, updates, select=present, is_leaf=lambda x: x is None)
+    return _add(params, updates, select=present, is_leaf=lambda x: x is None)
 
 
-def _add_leaf(p: Any, u: Any) -> Any:
-    return jnp.asarray(p + u).astype(jnp.result_type(p))
+@leaf_kernel
+def _add(param: jax.Array, update: jax.Array) -> jax.Array:
+    return param + update
 
 
 def stateless(fn: Callable[[Updates, Params | None], Updates]) -> GradientTransformation:

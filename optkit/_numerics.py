@@ -35,3 +35,9 @@ def bias_correction(decay: Any, step: jax.Array) -> jax.Array:
     (float64 under ``jax_enable_x64``).
     """
     return -jnp.expm1(step * jnp.log1p(-(1.0 - decay)))
+
+
+def lerp(start: jax.Array, end: jax.Array, weight: Any) -> jax.Array:
+    """torch's ``start.lerp_(end, weight)`` as its CPU kernel computes it for ``|weight| < 0.5``
+    (every moving average's ``1 - beta``): ``start + weight * (end - start)``."""
+    return start + weight * (end - start)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import collections
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -172,22 +170,6 @@ def resolve_mask(mask: Any, tree: Any, where: str) -> Any:
     return jax.tree.map(bool, full)
 
 
-def scale_tree(updates: Any, factor: Any) -> Any:
-    """Multiply every leaf by a scalar, in the leaf's own dtype.
-
-    A Python float is weakly typed and never promotes; a JAX scalar (a schedule's output, an
-    injected hyperparameter) is cast to each leaf's dtype so float32 updates stay float32.
-    """
-
-    return map_leaves(_scale_leaf, updates, factor=factor)
-
-
-def _scale_leaf(u: jax.Array, *, factor: Any) -> jax.Array:
-    if isinstance(factor, jax.Array):
-        return u * cast_like(factor, u)
-    return u * factor
-
-
 def _replicated_placement(params: Any) -> jax.sharding.Sharding | None:
     """A replicated sharding over the devices of the first committed param, if there is one."""
     for leaf in jax.tree.leaves(params):
@@ -208,87 +190,3 @@ def place_scalars(scalars: Any, params: Any) -> Any:
     """
     placement = _replicated_placement(params)
     return scalars if placement is None else jax.device_put(scalars, placement)
-
-
-# ``jax.typeof`` (an abstract value: shape, dtype, weak type, sharding) arrived after jax 0.4.35.
-_typeof = getattr(jax, "typeof", None) or jax.core.get_aval
-
-
-class _Constants:
-    """Hashable keyword constants for :func:`map_leaves`'s nested ``jit``: compared by type and
-    ``repr``, so ``0.0`` and ``-0.0``, ``1`` and ``True`` never share a trace."""
-
-    __slots__ = ("_key", "values")
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.values = values
-        self._key = tuple((name, type(v), repr(v)) for name, v in sorted(values.items()))
-
-    def __hash__(self) -> int:
-        return hash(self._key)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Constants) and self._key == other._key
-
-
-def _is_constant(value: Any) -> bool:
-    return value is None or isinstance(value, bool | int | float | complex | str | np.generic)
-
-
-@functools.cache
-def _nested_jit(fn: Callable[..., Any]) -> Callable[..., Any]:
-    def per_leaf(constants: _Constants, scalars: dict[str, Any], *leaves: Any) -> Any:
-        return fn(*leaves, **constants.values, **scalars)
-
-    per_leaf.__name__ = per_leaf.__qualname__ = fn.__name__
-    return jax.jit(per_leaf, static_argnums=0)
-
-
-def map_leaves(
-    fn: Callable[..., Any],
-    *trees: Any,
-    outputs: int = 1,
-    select: Sequence[bool] | None = None,
-    is_leaf: Callable[[Any], bool] | None = None,
-    **scalars: Any,
-) -> Any:
-    """``jax.tree.map(lambda *leaves: fn(*leaves, **scalars), *trees)``, cheaper to compile.
-
-    Leaves whose types (shape, dtype, weak type, sharding) repeat in the tree go through one
-    nested ``jax.jit`` of ``fn``: JAX traces and lowers ``fn`` once per distinct type and emits
-    a call per leaf, where inline each leaf's few operations are traced and lowered again (half
-    of a 2000-leaf Adam step's lowering). XLA inlines the calls, so the compiled program is the
-    same. A leaf whose type is unique is computed inline.
-
-    ``fn`` must be a module-level function (its compiled traces are cached by identity).
-    ``scalars`` are passed as keywords: Python and NumPy numbers as trace-time constants, arrays
-    as arguments. With ``outputs > 1``, ``fn`` returns that many arrays per leaf and the result
-    is a tuple of that many trees. ``select`` (one bool per leaf, single output only) leaves the
-    unselected leaves of the first tree as they are; ``is_leaf`` is ``jax.tree.map``'s.
-    """
-    if select is not None and outputs != 1:
-        raise ValueError("map_leaves: select needs a single output per leaf.")
-    treedef = jax.tree.structure(trees[0], is_leaf=is_leaf)
-    columns = [treedef.flatten_up_to(tree) for tree in trees]
-    all_rows = list(zip(*columns, strict=True))
-    chosen = range(len(all_rows)) if select is None else [i for i, s in enumerate(select) if s]
-    rows = [all_rows[i] for i in chosen]
-    constants = {name: v for name, v in scalars.items() if _is_constant(v)}
-    arrays = {name: v for name, v in scalars.items() if not _is_constant(v)}
-    kinds = [tuple(_typeof(leaf) for leaf in row) for row in rows]
-    counts = collections.Counter(kinds)
-    nested = _nested_jit(fn)
-    frozen = _Constants(constants)
-    results = [
-        nested(frozen, arrays, *row) if counts[kind] > 1 else fn(*row, **scalars)
-        for row, kind in zip(rows, kinds, strict=True)
-    ]
-    if select is not None:
-        merged = list(columns[0])
-        for i, result in zip(chosen, results, strict=True):
-            merged[i] = result
-        results = merged
-    if outputs == 1:
-        return treedef.unflatten(results)
-    columns = zip(*results, strict=True) if results else [()] * outputs
-    return tuple(treedef.unflatten(list(column)) for column in columns)

@@ -11,7 +11,7 @@ import itertools
 import math
 import numbers
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -73,9 +73,54 @@ def non_negative(name: str, value: Any, *, allow_schedule: bool = False) -> Any:
     return scalar(name, value, low=0.0, allow_schedule=allow_schedule)
 
 
-def decay_rate(name: str, value: Any) -> Any:
-    """Check ``0 <= value < 1``: exponential-average coefficients (b1, b2, alpha)."""
-    return scalar(name, value, low=0.0, high=1.0, high_inclusive=False)
+class Range(NamedTuple):
+    """The allowed values of a hyperparameter: ``[low, high]`` (``high`` excluded unless
+    ``high_inclusive``); ``None`` leaves that side open. ``schedule``: a callable (a schedule of
+    the update count) is accepted too."""
+
+    low: float | None = 0.0
+    high: float | None = None
+    high_inclusive: bool = True
+    schedule: bool = False
+
+
+_UNIT = Range(0.0, 1.0)
+_DECAY = Range(0.0, 1.0, high_inclusive=False)
+
+RANGES: dict[str, Range] = {
+    # Step sizes.
+    "learning_rate": Range(schedule=True),
+    "lr_decay": Range(),
+    "step_size": Range(low=None),
+    # Regularization.
+    "weight_decay": Range(),
+    # Denominator offsets and thresholds.
+    "eps": Range(),
+    "eps_root": Range(),
+    "max_norm": Range(),
+    "max_delta": Range(),
+    # Momentum and moving averages.
+    "momentum": Range(),
+    "decay": Range(),
+    "dampening": _UNIT,
+    "b1": _DECAY,
+    "b2": _DECAY,
+    "alpha": _UNIT,
+    # Accumulators.
+    "initial_accumulator_value": Range(),
+}
+"""The one table of hyperparameter ranges, keyed by argument name: every optimizer and primitive
+checks its numeric arguments here when it is built, and ``set_hyperparams`` checks new values
+here, so a range is written once. A name means the same thing wherever it appears."""
+
+
+def hyperparameters(**values: Any) -> None:
+    """Check each value against its entry in :data:`RANGES` (a name missing there is a bug)."""
+    for name, value in values.items():
+        low, high, high_inclusive, schedule = RANGES[name]
+        scalar(
+            name, value, low=low, high=high, high_inclusive=high_inclusive, allow_schedule=schedule
+        )
 
 
 def boolean(name: str, value: Any) -> bool:

@@ -30,27 +30,10 @@ print(json.dumps(results))
 MODULES = sorted(
     info.name for info in pkgutil.walk_packages(optkit.__path__, prefix="optkit.") if not info.ispkg
 )
-# Modules whose public functions all carry a runnable example.
-MUST_HAVE_EXAMPLES = {
-    "optkit._base",
-    "optkit.combinators.flatten",
-    "optkit.combinators.hyperparams",
-    "optkit.combinators.masking",
-    "optkit.combinators.param_groups",
-    "optkit.schedules._compose",
-    "optkit.schedules._cosine",
-    "optkit.schedules._cyclic",
-    "optkit.schedules._decay",
-    "optkit.transforms.plateau",
-    "optkit.optimizers.adagrad",
-    "optkit.optimizers.adam",
-    "optkit.optimizers.rmsprop",
-    "optkit.optimizers.sgd",
-    "optkit.transforms.adaptive",
-    "optkit.transforms.clipping",
-    "optkit.transforms.momentum",
-    "optkit.transforms.scaling",
-    "optkit.transforms.weight_decay",
+# Modules whose public functions all carry a runnable example: every implementation module (no
+# leading underscore) and the protocol.
+MUST_HAVE_EXAMPLES = {name for name in MODULES if not name.rsplit(".", 1)[1].startswith("_")} | {
+    "optkit._base"
 }
 
 

@@ -31,16 +31,6 @@ class InjectHyperparamsState(NamedTuple):
     inner_state: OptState
 
 
-# Ranges of the common hyperparameters, checked when set_hyperparams gets a concrete value.
-_RANGES: dict[str, Callable[[str, Any], Any]] = {
-    **dict.fromkeys(
-        ("learning_rate", "weight_decay", "eps", "momentum", "lr_decay"), _validation.non_negative
-    ),
-    "dampening": lambda name, value: _validation.scalar(name, value, low=0.0, high=1.0),
-    **dict.fromkeys(("b1", "b2", "alpha"), _validation.decay_rate),
-}
-
-
 def _is_numeric(value: Any) -> bool:
     if isinstance(value, bool | np.bool_):
         return False
@@ -247,8 +237,8 @@ def set_hyperparams(state: OptState, *, group: int | None = None, **values: Any)
             driven by a schedule, or a value is out of its range or not a scalar.
     """
     for name, value in values.items():
-        if name in _RANGES:
-            _RANGES[name](name, value)
+        if name in _validation.RANGES:
+            _validation.hyperparameters(**{name: value})
         _as_array(name, value)
 
     target = _select_group(state, group)

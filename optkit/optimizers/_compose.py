@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from optkit import _validation
-from optkit._base import GradientTransformation, Scalar, ScalarOrSchedule, chain
+from optkit._base import GradientTransformation, Scalar, chain
 from optkit.transforms.scaling import negate
 from optkit.transforms.weight_decay import add_l2_decay
 
@@ -16,11 +16,6 @@ def chain_present(*transforms: GradientTransformation | None) -> GradientTransfo
 def maybe_negate(maximize: bool) -> GradientTransformation | None:
     """torch's ``maximize``: negate the gradient before anything else sees it."""
     return negate() if _validation.boolean("maximize", maximize) else None
-
-
-def check_learning_rate(learning_rate: ScalarOrSchedule) -> ScalarOrSchedule:
-    """A learning rate is a non-negative number or a schedule."""
-    return _validation.non_negative("learning_rate", learning_rate, allow_schedule=True)
 
 
 def maybe_l2_decay(weight_decay: Scalar) -> GradientTransformation | None:

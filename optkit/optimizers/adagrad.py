@@ -2,18 +2,74 @@
 
 from __future__ import annotations
 
-import jax
+from typing import Any, NamedTuple
 
-from optkit import _validation
-from optkit._base import GradientTransformation, Scalar, ScalarOrSchedule
-from optkit.optimizers._compose import (
-    chain_present,
-    check_learning_rate,
-    maybe_l2_decay,
-    maybe_negate,
-)
-from optkit.transforms.adaptive import scale_by_rss
+import jax
+import jax.numpy as jnp
+
+from optkit import _tree, _validation
+from optkit._base import GradientTransformation, Params, Scalar, ScalarOrSchedule, Updates
+from optkit._kernel import leaf_kernel
+from optkit.optimizers._compose import chain_present, maybe_l2_decay, maybe_negate
 from optkit.transforms.scaling import scale_by_learning_rate
+
+
+class ScaleByRssState(NamedTuple):
+    """Running sum of squared gradients (Adagrad's accumulator)."""
+
+    sum_of_squares: Updates
+
+
+class RssLeaf(NamedTuple):
+    sum_of_squares: jax.Array
+    update: jax.Array
+
+
+@leaf_kernel
+def _rss(sum_of_squares, update, *, eps) -> RssLeaf:
+    sum_of_squares = (sum_of_squares + update * update).astype(sum_of_squares.dtype)
+    return RssLeaf(sum_of_squares, update / (jnp.sqrt(sum_of_squares) + eps))
+
+
+def scale_by_rss(
+    initial_accumulator_value: Scalar = 0.0,
+    eps: Scalar = 1e-10,
+) -> GradientTransformation:
+    r"""Divide updates by the root of the running sum of squared gradients (Adagrad).
+
+    .. math::
+        s_t = s_{t-1} + g_t^2, \quad s_0 = \text{initial\_accumulator\_value}, \qquad
+        u_t = \frac{g_t}{\sqrt{s_t} + \epsilon}
+
+    Same accumulator and eps placement as ``torch.optim.Adagrad`` (optax's ``scale_by_rss``
+    starts at 0.1 and puts eps inside the square root).
+
+    Args:
+        initial_accumulator_value: starting value of the sum (``>= 0``).
+        eps: added to the denominator, outside the square root (``>= 0``).
+
+    Examples:
+        >>> import jax.numpy as jnp, optkit
+        >>> tx = optkit.scale_by_rss(eps=0.0)
+        >>> tx.update(jnp.array([3.0, -4.0]), tx.init(jnp.zeros(2)))[0]
+        Array([ 1., -1.], dtype=float32)
+    """
+    _validation.hyperparameters(initial_accumulator_value=initial_accumulator_value, eps=eps)
+
+    def init(params: Params) -> ScaleByRssState:
+        return ScaleByRssState(sum_of_squares=_tree.full_like(params, initial_accumulator_value))
+
+    def update(
+        updates: Updates, state: ScaleByRssState, params: Params | None = None, **extra_args: Any
+    ) -> tuple[Updates, ScaleByRssState]:
+        del params, extra_args
+        _tree.check_match(
+            state.sum_of_squares, updates, "scale_by_rss", "optimizer state", "updates"
+        )
+        new = _rss(state.sum_of_squares, updates, eps=eps)
+        return new.update, ScaleByRssState(sum_of_squares=new.sum_of_squares)
+
+    return GradientTransformation(init, update)
 
 
 def _decayed_learning_rate(learning_rate: ScalarOrSchedule, lr_decay: Scalar) -> ScalarOrSchedule:
@@ -66,12 +122,14 @@ def adagrad(
         >>> updates, _ = tx.update(2 * params, tx.init(params), params)
         >>> optkit.apply_updates(params, updates)
         Array([ 0.5, -1.5], dtype=float32)
+
+    References:
+        Duchi, Hazan and Singer, `Adaptive Subgradient Methods for Online Learning and
+        Stochastic Optimization <https://jmlr.org/papers/v12/duchi11a.html>`_, 2011.
     """
-    check_learning_rate(learning_rate)
-    _validation.non_negative("lr_decay", lr_decay)
-    _validation.non_negative("weight_decay", weight_decay)
-    _validation.non_negative("initial_accumulator_value", initial_accumulator_value)
-    _validation.non_negative("eps", eps)
+    _validation.hyperparameters(
+        learning_rate=learning_rate, lr_decay=lr_decay, weight_decay=weight_decay
+    )
     return chain_present(
         maybe_negate(maximize),
         maybe_l2_decay(weight_decay),

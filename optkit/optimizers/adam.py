@@ -2,25 +2,197 @@
 
 from __future__ import annotations
 
-from optkit import _validation
-from optkit._base import GradientTransformation, Scalar, ScalarOrSchedule
-from optkit.optimizers._compose import (
-    chain_present,
-    check_learning_rate,
-    maybe_l2_decay,
-    maybe_negate,
-)
-from optkit.transforms.adaptive import scale_by_adam
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from optkit import _numerics, _tree, _validation
+from optkit._base import GradientTransformation, Params, Scalar, ScalarOrSchedule, Updates
+from optkit._kernel import leaf_kernel
+from optkit.optimizers._compose import chain_present, maybe_l2_decay, maybe_negate
 from optkit.transforms.scaling import scale_by_learning_rate
-from optkit.transforms.weight_decay import Mask, add_decayed_weights
+from optkit.transforms.weight_decay import Mask, maybe_decayed_weights
 
 
-def _check_common(learning_rate, b1, b2, eps, weight_decay) -> None:
-    check_learning_rate(learning_rate)
-    _validation.decay_rate("b1", b1)
-    _validation.decay_rate("b2", b2)
-    _validation.non_negative("eps", eps)
-    _validation.non_negative("weight_decay", weight_decay)
+class ScaleByAdamState(NamedTuple):
+    """Update count, first moment ``mu``, second moment ``nu``, and (amsgrad) the running max of
+    ``nu`` (``None`` without amsgrad)."""
+
+    count: jax.Array
+    mu: Updates
+    nu: Updates
+    nu_max: Updates | None
+
+
+class AdamLeaf(NamedTuple):
+    mu: jax.Array
+    nu: jax.Array
+    update: jax.Array
+
+
+class AmsgradLeaf(NamedTuple):
+    mu: jax.Array
+    nu: jax.Array
+    nu_max: jax.Array
+    update: jax.Array
+
+
+def _moments(mu, nu, g, *, one_minus_b1, b2, one_minus_b2):
+    """The new moments, each rounded to its stored dtype before the step reads it."""
+    mu = _numerics.lerp(mu, g, one_minus_b1).astype(mu.dtype)
+    nu = (b2 * nu + one_minus_b2 * (g * g)).astype(nu.dtype)
+    return mu, nu
+
+
+@leaf_kernel
+def _adam(
+    mu, nu, update, *, one_minus_b1, b2, one_minus_b2, eps, bias_correction1, sqrt_bias_correction2
+) -> AdamLeaf:
+    mu, nu = _moments(mu, nu, update, one_minus_b1=one_minus_b1, b2=b2, one_minus_b2=one_minus_b2)
+    denominator = jnp.sqrt(nu) / sqrt_bias_correction2 + eps
+    return AdamLeaf(mu, nu, (mu / bias_correction1) / denominator)
+
+
+@leaf_kernel
+def _adam_eps_root(
+    mu,
+    nu,
+    update,
+    *,
+    one_minus_b1,
+    b2,
+    one_minus_b2,
+    eps,
+    eps_root,
+    bias_correction1,
+    sqrt_bias_correction2,
+) -> AdamLeaf:
+    mu, nu = _moments(mu, nu, update, one_minus_b1=one_minus_b1, b2=b2, one_minus_b2=one_minus_b2)
+    denominator = jnp.sqrt(nu / (sqrt_bias_correction2 * sqrt_bias_correction2) + eps_root) + eps
+    return AdamLeaf(mu, nu, (mu / bias_correction1) / denominator)
+
+
+@leaf_kernel
+def _amsgrad(
+    mu,
+    nu,
+    nu_max,
+    update,
+    *,
+    one_minus_b1,
+    b2,
+    one_minus_b2,
+    eps,
+    bias_correction1,
+    sqrt_bias_correction2,
+) -> AmsgradLeaf:
+    mu, nu = _moments(mu, nu, update, one_minus_b1=one_minus_b1, b2=b2, one_minus_b2=one_minus_b2)
+    nu_max = jnp.maximum(nu_max, nu)
+    denominator = jnp.sqrt(nu_max) / sqrt_bias_correction2 + eps
+    return AmsgradLeaf(mu, nu, nu_max, (mu / bias_correction1) / denominator)
+
+
+@leaf_kernel
+def _amsgrad_eps_root(
+    mu,
+    nu,
+    nu_max,
+    update,
+    *,
+    one_minus_b1,
+    b2,
+    one_minus_b2,
+    eps,
+    eps_root,
+    bias_correction1,
+    sqrt_bias_correction2,
+) -> AmsgradLeaf:
+    mu, nu = _moments(mu, nu, update, one_minus_b1=one_minus_b1, b2=b2, one_minus_b2=one_minus_b2)
+    nu_max = jnp.maximum(nu_max, nu)
+    denominator = (
+        jnp.sqrt(nu_max / (sqrt_bias_correction2 * sqrt_bias_correction2) + eps_root) + eps
+    )
+    return AmsgradLeaf(mu, nu, nu_max, (mu / bias_correction1) / denominator)
+
+
+def scale_by_adam(
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    eps_root: Scalar = 0.0,
+    amsgrad: bool = False,
+    mu_dtype: Any = None,
+) -> GradientTransformation:
+    r"""Scale updates by Adam's bias-corrected moments, with torch's eps placement and amsgrad.
+
+    .. math::
+        m_t = m_{t-1} + (1 - \beta_1)(g_t - m_{t-1}), \qquad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2
+
+        u_t = \frac{m_t / (1 - \beta_1^t)}{\sqrt{v_t} / \sqrt{1 - \beta_2^t} + \epsilon}
+
+    With ``amsgrad``, :math:`v^{\max}_t = \max(v^{\max}_{t-1}, v_t)` over the *raw* second moment
+    replaces :math:`v_t` in the denominator (torch's rule; optax's amsgrad takes the max after bias
+    correction). ``eps_root`` (0 in torch) is added inside the square root, to the bias-corrected
+    second moment.
+
+    Args:
+        b1: first-moment decay in ``[0, 1)``.
+        b2: second-moment decay in ``[0, 1)``.
+        eps: added to the denominator, outside the square root (``>= 0``).
+        eps_root: added inside the square root (``>= 0``); useful when differentiating through.
+        amsgrad: keep the running maximum of the second moment.
+        mu_dtype: dtype of the first moment; the parameter's dtype when ``None``.
+
+    Examples:
+        >>> import jax.numpy as jnp, optkit
+        >>> tx = optkit.scale_by_adam()
+        >>> tx.update(jnp.array([0.5, -2.0]), tx.init(jnp.zeros(2)))[0]  # first step: sign(g)
+        Array([ 1., -1.], dtype=float32)
+    """
+    _validation.hyperparameters(b1=b1, b2=b2, eps=eps, eps_root=eps_root)
+    amsgrad = _validation.boolean("amsgrad", amsgrad)
+    with_eps_root = not _validation.is_static_zero(eps_root)
+    kernel = {
+        (False, False): _adam,
+        (False, True): _adam_eps_root,
+        (True, False): _amsgrad,
+        (True, True): _amsgrad_eps_root,
+    }[amsgrad, with_eps_root]
+    if mu_dtype is not None:
+        mu_dtype = jnp.dtype(mu_dtype)
+
+    def init(params: Params) -> ScaleByAdamState:
+        return ScaleByAdamState(
+            count=_numerics.zero_count(params),
+            mu=_tree.zeros_like(params, dtype=mu_dtype),
+            nu=_tree.zeros_like(params),
+            nu_max=_tree.zeros_like(params) if amsgrad else None,
+        )
+
+    def update(
+        updates: Updates, state: ScaleByAdamState, params: Params | None = None, **extra_args: Any
+    ) -> tuple[Updates, ScaleByAdamState]:
+        del params, extra_args
+        _tree.check_match(state.nu, updates, "scale_by_adam", "optimizer state", "updates")
+        count = _numerics.increment(state.count)
+        buffers = (state.mu, state.nu, state.nu_max) if amsgrad else (state.mu, state.nu)
+        new = kernel(
+            *buffers,
+            updates,
+            one_minus_b1=1.0 - b1,
+            b2=b2,
+            one_minus_b2=1.0 - b2,
+            eps=eps,
+            **({"eps_root": eps_root} if with_eps_root else {}),
+            bias_correction1=_numerics.bias_correction(b1, count),
+            sqrt_bias_correction2=jnp.sqrt(_numerics.bias_correction(b2, count)),
+        )
+        nu_max = new.nu_max if amsgrad else None
+        return new.update, ScaleByAdamState(count=count, mu=new.mu, nu=new.nu, nu_max=nu_max)
+
+    return GradientTransformation(init, update)
 
 
 def adam(
@@ -68,8 +240,13 @@ def adam(
         >>> updates, state = tx.update(grads, state, params)
         >>> optkit.apply_updates(params, updates)
         Array([ 0.9, -1.9], dtype=float32)
+
+    References:
+        Kingma and Ba, `Adam: A Method for Stochastic Optimization
+        <https://arxiv.org/abs/1412.6980>`_, 2014; Reddi et al., `On the Convergence of Adam and
+        Beyond <https://openreview.net/forum?id=ryQu7f-RZ>`_, 2018 (amsgrad).
     """
-    _check_common(learning_rate, b1, b2, eps, weight_decay)
+    _validation.hyperparameters(learning_rate=learning_rate, weight_decay=weight_decay)
     return chain_present(
         maybe_negate(maximize),
         maybe_l2_decay(weight_decay),
@@ -119,13 +296,15 @@ def adamw(
         >>> no_bias_decay = lambda p: {"w": True, "b": False}
         >>> tx = optkit.adamw(learning_rate=1e-3, weight_decay=0.1, mask=no_bias_decay)
         >>> state = tx.init(params)
+
+    References:
+        Loshchilov and Hutter, `Decoupled Weight Decay Regularization
+        <https://arxiv.org/abs/1711.05101>`_, 2019.
     """
-    _check_common(learning_rate, b1, b2, eps, weight_decay)
+    _validation.hyperparameters(learning_rate=learning_rate, weight_decay=weight_decay)
     return chain_present(
         maybe_negate(maximize),
         scale_by_adam(b1=b1, b2=b2, eps=eps, amsgrad=amsgrad),
-        None
-        if _validation.is_static_zero(weight_decay)
-        else add_decayed_weights(weight_decay, mask=mask),
+        maybe_decayed_weights(weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     )

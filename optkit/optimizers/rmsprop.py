@@ -2,17 +2,102 @@
 
 from __future__ import annotations
 
-from optkit import _validation
-from optkit._base import GradientTransformation, Scalar, ScalarOrSchedule
-from optkit.optimizers._compose import (
-    chain_present,
-    check_learning_rate,
-    maybe_l2_decay,
-    maybe_negate,
-)
-from optkit.transforms.adaptive import scale_by_rms
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from optkit import _numerics, _tree, _validation
+from optkit._base import GradientTransformation, Params, Scalar, ScalarOrSchedule, Updates
+from optkit._kernel import leaf_kernel
+from optkit.optimizers._compose import chain_present, maybe_l2_decay, maybe_negate
 from optkit.transforms.momentum import trace
 from optkit.transforms.scaling import scale_by_learning_rate
+
+
+class ScaleByRmsState(NamedTuple):
+    """Running average of squared gradients ``nu`` and, when centered, of gradients ``mu``."""
+
+    nu: Updates
+    mu: Updates | None
+
+
+class RmsLeaf(NamedTuple):
+    nu: jax.Array
+    update: jax.Array
+
+
+class CenteredRmsLeaf(NamedTuple):
+    nu: jax.Array
+    mu: jax.Array
+    update: jax.Array
+
+
+def _average_of_squares(nu, g, *, alpha, one_minus_alpha):
+    return (alpha * nu + one_minus_alpha * (g * g)).astype(nu.dtype)
+
+
+@leaf_kernel
+def _rms(nu, update, *, alpha, one_minus_alpha, eps) -> RmsLeaf:
+    nu = _average_of_squares(nu, update, alpha=alpha, one_minus_alpha=one_minus_alpha)
+    return RmsLeaf(nu, update / (jnp.sqrt(nu) + eps))
+
+
+@leaf_kernel
+def _centered_rms(nu, mu, update, *, alpha, one_minus_alpha, eps) -> CenteredRmsLeaf:
+    nu = _average_of_squares(nu, update, alpha=alpha, one_minus_alpha=one_minus_alpha)
+    mu = _numerics.lerp(mu, update, one_minus_alpha).astype(mu.dtype)
+    return CenteredRmsLeaf(nu, mu, update / (jnp.sqrt(nu - mu * mu) + eps))
+
+
+def scale_by_rms(
+    alpha: Scalar = 0.99,
+    eps: Scalar = 1e-8,
+    centered: bool = False,
+) -> GradientTransformation:
+    r"""Divide updates by the root of a running average of squared gradients (RMSprop).
+
+    .. math::
+        v_t = \alpha v_{t-1} + (1 - \alpha) g_t^2, \qquad
+        u_t = \frac{g_t}{\sqrt{v_t} + \epsilon}
+
+    Centered, :math:`\bar g_t = \bar g_{t-1} + (1 - \alpha)(g_t - \bar g_{t-1})` and the
+    denominator is :math:`\sqrt{v_t - \bar g_t^2} + \epsilon`. Both buffers start at zero and
+    ``eps`` sits outside the square root, as in ``torch.optim.RMSprop`` (optax's ``scale_by_rms``
+    puts it inside and starts differently).
+
+    Args:
+        alpha: smoothing constant in ``[0, 1]``.
+        eps: added to the denominator, outside the square root (``>= 0``).
+        centered: normalize by the estimated variance instead of the raw second moment.
+
+    Examples:
+        >>> import jax.numpy as jnp, optkit
+        >>> tx = optkit.scale_by_rms(alpha=0.0, eps=0.0)
+        >>> tx.update(jnp.array([2.0, -3.0]), tx.init(jnp.zeros(2)))[0]
+        Array([ 1., -1.], dtype=float32)
+    """
+    _validation.hyperparameters(alpha=alpha, eps=eps)
+    centered = _validation.boolean("centered", centered)
+
+    def init(params: Params) -> ScaleByRmsState:
+        return ScaleByRmsState(
+            nu=_tree.zeros_like(params), mu=_tree.zeros_like(params) if centered else None
+        )
+
+    def update(
+        updates: Updates, state: ScaleByRmsState, params: Params | None = None, **extra_args: Any
+    ) -> tuple[Updates, ScaleByRmsState]:
+        del params, extra_args
+        _tree.check_match(state.nu, updates, "scale_by_rms", "optimizer state", "updates")
+        scalars = {"alpha": alpha, "one_minus_alpha": 1.0 - alpha, "eps": eps}
+        if centered:
+            new = _centered_rms(state.nu, state.mu, updates, **scalars)
+            return new.update, ScaleByRmsState(nu=new.nu, mu=new.mu)
+        new = _rms(state.nu, updates, **scalars)
+        return new.update, ScaleByRmsState(nu=new.nu, mu=None)
+
+    return GradientTransformation(init, update)
 
 
 def rmsprop(
@@ -46,7 +131,7 @@ def rmsprop(
 
     Args:
         learning_rate: :math:`\gamma`, a number or a schedule (torch's ``lr``; default ``1e-2``).
-        alpha: smoothing constant :math:`\alpha` in ``[0, 1)`` (default 0.99).
+        alpha: smoothing constant :math:`\alpha` in ``[0, 1]`` (default 0.99).
         eps: :math:`\epsilon \ge 0` (default ``1e-8``).
         weight_decay: L2 coefficient :math:`\lambda \ge 0` (default 0).
         momentum: :math:`\mu \ge 0` (default 0).
@@ -60,12 +145,15 @@ def rmsprop(
         >>> updates, _ = tx.update(2 * params, tx.init(params), params)
         >>> optkit.apply_updates(params, updates)
         Array([ 0.99, -1.99], dtype=float32)
+
+    References:
+        Hinton, `Lecture 6e: rmsprop <https://www.cs.toronto.edu/~tijmen/csc321/slides/lecture_slides_lec6.pdf>`_,
+        2012; Graves, `Generating Sequences With Recurrent Neural Networks
+        <https://arxiv.org/abs/1308.0850>`_, 2013 (centered).
     """
-    check_learning_rate(learning_rate)
-    _validation.decay_rate("alpha", alpha)
-    _validation.non_negative("eps", eps)
-    _validation.non_negative("weight_decay", weight_decay)
-    _validation.non_negative("momentum", momentum)
+    _validation.hyperparameters(
+        learning_rate=learning_rate, weight_decay=weight_decay, momentum=momentum
+    )
     return chain_present(
         maybe_negate(maximize),
         maybe_l2_decay(weight_decay),

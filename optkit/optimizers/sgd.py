@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import jax
-
 from optkit import _validation
-from optkit._base import GradientTransformation, ScalarOrSchedule
-from optkit.optimizers._compose import (
-    chain_present,
-    check_learning_rate,
-    maybe_l2_decay,
-    maybe_negate,
-)
+from optkit._base import GradientTransformation, Scalar, ScalarOrSchedule
+from optkit.optimizers._compose import chain_present, maybe_l2_decay, maybe_negate
 from optkit.transforms.momentum import check_nesterov, trace
 from optkit.transforms.scaling import scale_by_learning_rate
 
 
 def sgd(
     learning_rate: ScalarOrSchedule = 1e-3,
-    momentum: float | jax.typing.ArrayLike = 0.0,
-    dampening: float | jax.typing.ArrayLike = 0.0,
-    weight_decay: float | jax.typing.ArrayLike = 0.0,
+    momentum: Scalar = 0.0,
+    dampening: Scalar = 0.0,
+    weight_decay: Scalar = 0.0,
     nesterov: bool = False,
     *,
     maximize: bool = False,
@@ -59,11 +52,17 @@ def sgd(
         ...     params = optkit.apply_updates(params, updates)
         >>> params["w"]
         Array([ 0.06200001, -0.12400001], dtype=float32)
+
+    References:
+        Sutskever et al., `On the importance of initialization and momentum in deep learning
+        <https://proceedings.mlr.press/v28/sutskever13.html>`_, 2013 (Nesterov momentum).
     """
-    check_learning_rate(learning_rate)
-    _validation.non_negative("momentum", momentum)
-    _validation.scalar("dampening", dampening, low=0.0, high=1.0)
-    _validation.non_negative("weight_decay", weight_decay)
+    _validation.hyperparameters(
+        learning_rate=learning_rate,
+        momentum=momentum,
+        dampening=dampening,
+        weight_decay=weight_decay,
+    )
     nesterov = _validation.boolean("nesterov", nesterov)
     check_nesterov(momentum, dampening, nesterov)
     return chain_present(

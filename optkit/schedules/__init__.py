@@ -15,14 +15,14 @@ depends on the monitored loss, not on the count, so it is a transform instead:
 ``optkit.reduce_lr_on_plateau``.
 """
 
-from optkit.schedules._compose import join_schedules, sequential_lr
-from optkit.schedules._cosine import (
+from optkit.schedules.sequence import join_schedules, sequential_lr
+from optkit.schedules.cosine import (
     cosine_annealing_lr,
     cosine_annealing_warm_restarts,
     warmup_cosine_decay,
 )
-from optkit.schedules._cyclic import cyclic_lr, one_cycle_lr
-from optkit.schedules._decay import (
+from optkit.schedules.cyclic import cyclic_lr, one_cycle_lr
+from optkit.schedules.decay import (
     constant_lr,
     exponential_lr,
     lambda_lr,

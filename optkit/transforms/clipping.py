@@ -6,14 +6,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from optkit import _tree, _validation
-from optkit._base import GradientTransformation, Updates, stateless
+from optkit import _validation
+from optkit._base import GradientTransformation, Scalar, Updates, stateless
+from optkit.transforms.scaling import scale_tree
 
 # torch.nn.utils.clip_grad_norm_ divides by (norm + 1e-6); kept for identical clipping.
 _NORM_EPS = 1e-6
 
 
-def clip(max_delta: float | jax.typing.ArrayLike) -> GradientTransformation:
+def clip(max_delta: Scalar) -> GradientTransformation:
     """Clip every update element to ``[-max_delta, max_delta]``.
 
     Same as ``torch.nn.utils.clip_grad_value_(parameters, clip_value=max_delta)``.
@@ -24,7 +25,7 @@ def clip(max_delta: float | jax.typing.ArrayLike) -> GradientTransformation:
         >>> tx.update(jnp.array([0.5, 3.0, -2.0]), tx.init(None))[0]
         Array([ 0.5,  1. , -1. ], dtype=float32)
     """
-    _validation.non_negative("max_delta", max_delta)
+    _validation.hyperparameters(max_delta=max_delta)
     return stateless(
         lambda updates, params: jax.tree.map(lambda u: jnp.clip(u, -max_delta, max_delta), updates)
     )
@@ -54,7 +55,7 @@ def global_norm(updates: Updates) -> jax.Array:
     return jnp.sqrt(sum(squares[1:], squares[0]))
 
 
-def clip_by_global_norm(max_norm: float | jax.typing.ArrayLike) -> GradientTransformation:
+def clip_by_global_norm(max_norm: Scalar) -> GradientTransformation:
     r"""Rescale all updates together so that their global 2-norm is at most ``max_norm``.
 
     .. math::
@@ -70,12 +71,12 @@ def clip_by_global_norm(max_norm: float | jax.typing.ArrayLike) -> GradientTrans
         >>> [round(float(v[0]), 4) for v in (out["a"], out["b"])]
         [0.6, 0.8]
     """
-    _validation.non_negative("max_norm", max_norm)
+    _validation.hyperparameters(max_norm=max_norm)
 
     def clip_tree(updates, params):
         del params
         norm = global_norm(updates)
         factor = jnp.minimum(max_norm / (norm + _NORM_EPS), 1.0)
-        return jax.tree.map(lambda u: u * _tree.cast_like(factor, u), updates)
+        return scale_tree(updates, factor)
 
     return stateless(clip_tree)

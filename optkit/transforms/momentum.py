@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from optkit import _numerics, _tree, _validation
-from optkit._base import GradientTransformation, Params, Updates
+from optkit._base import GradientTransformation, Params, Scalar, Updates
+from optkit._kernel import leaf_kernel
 
 
 class TraceState(NamedTuple):
@@ -34,24 +35,36 @@ def check_nesterov(decay, dampening, nesterov: bool) -> None:
         raise ValueError(f"nesterov=True requires dampening=0, got dampening={dampening!r}.")
 
 
-def _trace_leaf(b, g, *, decay, nesterov):
-    """One leaf of undampened momentum: the new buffer and the output (Nesterov or not)."""
-    b = _tree.cast_like(decay * b + g, b)
-    return b, (_tree.cast_like(g + decay * b, g) if nesterov else b)
+class TraceLeaf(NamedTuple):
+    trace: jax.Array
+    update: jax.Array
 
 
-def _weighted_trace_leaf(b, g, *, buffer_weight, grad_weight, out_grad, out_buffer):
-    """One leaf of the general momentum step, with the case folded into scalar weights."""
-    b = _tree.cast_like(
-        _tree.cast_like(buffer_weight, b) * b + _tree.cast_like(grad_weight, g) * g, b
-    )
-    out = _tree.cast_like(_tree.cast_like(out_grad, g) * g + _tree.cast_like(out_buffer, g) * b, g)
-    return b, out
+@leaf_kernel
+def _momentum(trace, update, *, decay) -> TraceLeaf:
+    """Undampened momentum; the buffer starts at zero, so the first step is torch's clone."""
+    trace = (decay * trace + update).astype(trace.dtype)
+    return TraceLeaf(trace, trace)
+
+
+@leaf_kernel
+def _nesterov_momentum(trace, update, *, decay) -> TraceLeaf:
+    trace = (decay * trace + update).astype(trace.dtype)
+    return TraceLeaf(trace, update + decay * trace)
+
+
+@leaf_kernel
+def _weighted_momentum(
+    trace, update, *, buffer_weight, grad_weight, out_grad, out_buffer
+) -> TraceLeaf:
+    """The general momentum step, with torch's cases folded into scalar weights."""
+    trace = (buffer_weight * trace + grad_weight * update).astype(trace.dtype)
+    return TraceLeaf(trace, out_grad * update + out_buffer * trace)
 
 
 def trace(
-    decay: float | jax.typing.ArrayLike,
-    dampening: float | jax.typing.ArrayLike = 0.0,
+    decay: Scalar,
+    dampening: Scalar = 0.0,
     nesterov: bool = False,
 ) -> GradientTransformation:
     r"""Accumulate a momentum buffer, exactly as ``torch.optim.SGD`` does.
@@ -76,8 +89,7 @@ def trace(
         >>> u
         Array([1.9], dtype=float32)
     """
-    _validation.non_negative("decay", decay)
-    _validation.scalar("dampening", dampening, low=0.0, high=1.0)
+    _validation.hyperparameters(decay=decay, dampening=dampening)
     nesterov = _validation.boolean("nesterov", nesterov)
     check_nesterov(decay, dampening, nesterov)
     static_decay = _validation.static_number(decay)
@@ -86,7 +98,9 @@ def trace(
     def init(params: Params) -> TraceState:
         return TraceState(count=_numerics.zero_count(params), trace=_tree.zeros_like(params))
 
-    def update(updates, state, params=None, **extra_args):
+    def update(
+        updates: Updates, state: TraceState, params: Params | None = None, **extra_args: Any
+    ) -> tuple[Updates, TraceState]:
         del params, extra_args
         _tree.check_match(state.trace, updates, "trace", "momentum buffer", "updates")
         if static_decay == 0.0:
@@ -94,16 +108,17 @@ def trace(
             return updates, state
         if static_decay is not None and undampened:
             # The buffer starts at zero, so decay * 0 + g is torch's first-step clone of g.
-            new_trace, out = _tree.map_leaves(
-                _trace_leaf, state.trace, updates, outputs=2, decay=decay, nesterov=nesterov
-            )
-            return out, TraceState(count=_numerics.increment(state.count), trace=new_trace)
+            kernel = _nesterov_momentum if nesterov else _momentum
+            new = kernel(state.trace, updates, decay=decay)
+            return new.update, TraceState(count=_numerics.increment(state.count), trace=new.trace)
         return _general_update(updates, state, decay, dampening, nesterov)
 
     return GradientTransformation(init, update)
 
 
-def _general_update(updates: Updates, state: TraceState, decay, dampening, nesterov: bool):
+def _general_update(
+    updates: Updates, state: TraceState, decay: Scalar, dampening: Scalar, nesterov: bool
+) -> tuple[Updates, TraceState]:
     """The momentum step for a dampened or run-time (array) momentum, with torch's rules.
 
     torch keeps no buffer while momentum is 0: the gradient passes through, an existing buffer
@@ -119,15 +134,13 @@ def _general_update(updates: Updates, state: TraceState, decay, dampening, neste
     out_grad = jnp.where(active, 1.0 if nesterov else 0.0, 1.0)
     out_buffer = jnp.where(active, decay if nesterov else 1.0, 0.0)
 
-    new_trace, out = _tree.map_leaves(
-        _weighted_trace_leaf,
+    new = _weighted_momentum(
         state.trace,
         updates,
-        outputs=2,
         buffer_weight=buffer_weight,
         grad_weight=grad_weight,
         out_grad=out_grad,
         out_buffer=out_buffer,
     )
     count = jnp.where(active, _numerics.increment(state.count), state.count)
-    return out, TraceState(count=count, trace=new_trace)
+    return new.update, TraceState(count=count, trace=new.trace)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from optkit import _tree, _validation
 from optkit._base import GradientTransformation, Params, Scalar, Updates
 from optkit.schedules._curves import as_float
+from optkit.transforms.scaling import scale_tree
 
 
 class ReduceLROnPlateauState(NamedTuple):
@@ -162,7 +163,7 @@ def reduce_lr_on_plateau(
                 f"reduce_lr_on_plateau: value must be a scalar, got an array of shape "
                 f"{value.shape}."
             )
-        scaled = _tree.scale_tree(updates, state.scale)
+        scaled = scale_tree(updates, state.scale)
 
         better = improves(value, state.best)
         best = jnp.where(better, _tree.cast_like(value, state.best), state.best)

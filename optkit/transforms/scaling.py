@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from optkit import _numerics, _tree, _validation
-from optkit._base import GradientTransformation, Params, ScalarOrSchedule, stateless
+from optkit import _numerics, _validation
+from optkit._base import (
+    GradientTransformation,
+    Params,
+    Scalar,
+    ScalarOrSchedule,
+    Updates,
+    stateless,
+)
+from optkit._kernel import leaf_kernel
 
 
 class ScaleByScheduleState(NamedTuple):
@@ -17,7 +25,17 @@ class ScaleByScheduleState(NamedTuple):
     count: jax.Array
 
 
-def scale(step_size: float | jax.typing.ArrayLike) -> GradientTransformation:
+@leaf_kernel
+def _scale(update: jax.Array, *, factor: Any) -> jax.Array:
+    return update * factor
+
+
+def scale_tree(updates: Updates, factor: Any) -> Updates:
+    """Multiply every leaf by a scalar, in the leaf's own dtype (a JAX scalar is cast to it)."""
+    return _scale(updates, factor=factor)
+
+
+def scale(step_size: Scalar) -> GradientTransformation:
     """Multiply updates by a constant ``step_size`` (any sign).
 
     Examples:
@@ -26,9 +44,9 @@ def scale(step_size: float | jax.typing.ArrayLike) -> GradientTransformation:
         >>> tx.update(jnp.array([2.0, -4.0]), tx.init(None))[0]
         Array([ 1., -2.], dtype=float32)
     """
-    _validation.scalar("step_size", step_size, low=None)
+    _validation.hyperparameters(step_size=step_size)
 
-    return stateless(lambda updates, params: _tree.scale_tree(updates, step_size))
+    return stateless(lambda updates, params: scale_tree(updates, step_size))
 
 
 def negate() -> GradientTransformation:
@@ -61,7 +79,7 @@ def scale_by_learning_rate(
         >>> u
         Array([-0.05], dtype=float32)
     """
-    _validation.non_negative("learning_rate", learning_rate, allow_schedule=True)
+    _validation.hyperparameters(learning_rate=learning_rate)
     flip_sign = _validation.boolean("flip_sign", flip_sign)
     sign = -1.0 if flip_sign else 1.0
 
@@ -71,7 +89,12 @@ def scale_by_learning_rate(
     def init(params: Params) -> ScaleByScheduleState:
         return ScaleByScheduleState(count=_numerics.zero_count(params))
 
-    def update(updates, state, params=None, **extra_args):
+    def update(
+        updates: Updates,
+        state: ScaleByScheduleState,
+        params: Params | None = None,
+        **extra_args: Any,
+    ) -> tuple[Updates, ScaleByScheduleState]:
         del params, extra_args
         factor = sign * jnp.asarray(learning_rate(state.count))
         if factor.ndim != 0:
@@ -79,8 +102,6 @@ def scale_by_learning_rate(
                 f"scale_by_learning_rate: the schedule returned shape {factor.shape}; it must "
                 "return a scalar."
             )
-        return _tree.scale_tree(updates, factor), ScaleByScheduleState(
-            _numerics.increment(state.count)
-        )
+        return scale_tree(updates, factor), ScaleByScheduleState(_numerics.increment(state.count))
 
     return GradientTransformation(init, update)

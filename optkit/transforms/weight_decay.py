@@ -8,35 +8,40 @@ from typing import Any
 import jax
 
 from optkit import _tree, _validation
-from optkit._base import GradientTransformation, Params, Updates, require_params, stateless
+from optkit._base import (
+    GradientTransformation,
+    Params,
+    Scalar,
+    Updates,
+    require_params,
+    stateless,
+)
+from optkit._kernel import leaf_kernel
 
 Mask = Any | Callable[[Params], Any]
 """A pytree of bools shaped like the params (or a prefix of them), or a function of the params
 returning one. ``True`` marks the leaves to decay."""
 
 
-def _decay_leaf(u: jax.Array, p: jax.Array, *, weight_decay: Any) -> jax.Array:
-    return _tree.cast_like(u + weight_decay * p, u)
+@leaf_kernel
+def _add_decay(update: jax.Array, param: jax.Array, *, weight_decay: Any) -> jax.Array:
+    return update + weight_decay * param
 
 
 def _add_scaled_params(where: str, weight_decay: Any, mask: Mask | None) -> GradientTransformation:
     """``updates + weight_decay * params`` on the leaves selected by ``mask``."""
-    _validation.non_negative("weight_decay", weight_decay)
+    _validation.hyperparameters(weight_decay=weight_decay)
 
     def decay_tree(updates: Updates, params: Params | None) -> Updates:
         params = require_params(params, where)
         _tree.check_match(params, updates, where, "params", "updates")
         select = None if mask is None else jax.tree.leaves(_tree.resolve_mask(mask, params, where))
-        return _tree.map_leaves(
-            _decay_leaf, updates, params, select=select, weight_decay=weight_decay
-        )
+        return _add_decay(updates, params, select=select, weight_decay=weight_decay)
 
     return stateless(decay_tree)
 
 
-def add_l2_decay(
-    weight_decay: float | jax.typing.ArrayLike, mask: Mask | None = None
-) -> GradientTransformation:
+def add_l2_decay(weight_decay: Scalar, mask: Mask | None = None) -> GradientTransformation:
     r"""Add ``weight_decay * params`` to the gradient: coupled (L2) weight decay.
 
     .. math:: g_t \leftarrow g_t + \lambda \theta_{t-1}
@@ -60,9 +65,7 @@ def add_l2_decay(
     return _add_scaled_params("add_l2_decay", weight_decay, mask)
 
 
-def add_decayed_weights(
-    weight_decay: float | jax.typing.ArrayLike, mask: Mask | None = None
-) -> GradientTransformation:
+def add_decayed_weights(weight_decay: Scalar, mask: Mask | None = None) -> GradientTransformation:
     r"""Add ``weight_decay * params`` to the *preconditioned* update: decoupled weight decay.
 
     Placed after an adaptive transform and before ``scale_by_learning_rate``, the final update is
@@ -84,3 +87,10 @@ def add_decayed_weights(
         Array([0., 0.], dtype=float32)
     """
     return _add_scaled_params("add_decayed_weights", weight_decay, mask)
+
+
+def maybe_decayed_weights(weight_decay: Scalar, mask: Mask | None) -> GradientTransformation | None:
+    """:func:`add_decayed_weights`, or ``None`` (left out of a chain) for a Python zero."""
+    if _validation.is_static_zero(weight_decay):
+        return None
+    return add_decayed_weights(weight_decay, mask=mask)

@@ -37,7 +37,6 @@ DECAY_RATES = [
     ("adam", "b2"),
     ("adamw", "b1"),
     ("adamw", "b2"),
-    ("rmsprop", "alpha"),
 ]
 
 
@@ -165,7 +164,7 @@ def test_traced_hyperparameters_are_accepted():
         (lambda: optkit.clip(-1.0), r"^max_delta must be in"),
         (lambda: optkit.clip_by_global_norm(math.nan), r"^max_norm must be in"),
         (lambda: optkit.scale_by_adam(eps_root=-1.0), r"^eps_root must be in"),
-        (lambda: optkit.scale_by_rms(alpha=1.0), r"^alpha must be in"),
+        (lambda: optkit.scale_by_rms(alpha=1.5), r"^alpha must be in \[0.0, 1.0\]"),
         (
             lambda: optkit.scale_by_rss(initial_accumulator_value=-0.1),
             r"^initial_accumulator_value",
