@@ -6,27 +6,41 @@ hyperparameter or a float64 schedule could silently promote float32 or bfloat16 
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import optkit
+from tests.support.registry import REGISTRY, OptimizerInfo
 
-OPTIMIZERS = {
-    "sgd": lambda lr: optkit.sgd(lr, momentum=0.9, dampening=0.1, weight_decay=1e-4),
+
+def _typical(info: OptimizerInfo, learning_rate):
+    return info.make(learning_rate=learning_rate)
+
+
+# Every registry row in its typical set-up (every state buffer on), and set-ups that exercise
+# other code paths: Nesterov, a mask, clipping in a chain.
+EXTRA = {
     "sgd_nesterov": lambda lr: optkit.sgd(lr, momentum=0.9, nesterov=True, weight_decay=1e-4),
-    "adam": lambda lr: optkit.adam(lr, weight_decay=1e-4),
-    "adam_amsgrad": lambda lr: optkit.adam(lr, b2=0.99, amsgrad=True),
-    "adamw": lambda lr: optkit.adamw(lr, weight_decay=1e-2, mask={"w": True, "b": False}),
-    "adagrad": lambda lr: optkit.adagrad(
-        lr, lr_decay=1e-2, weight_decay=1e-4, initial_accumulator_value=0.1
-    ),
-    "rmsprop": lambda lr: optkit.rmsprop(lr, momentum=0.5, weight_decay=1e-4),
-    "rmsprop_centered": lambda lr: optkit.rmsprop(lr, alpha=0.9, centered=True),
+    "adamw_masked": lambda lr: optkit.adamw(lr, weight_decay=1e-2, mask={"w": True, "b": False}),
+    "rmsprop_uncentered": lambda lr: optkit.rmsprop(lr, momentum=0.5, weight_decay=1e-4),
     "clipped_adam": lambda lr: optkit.chain(
         optkit.clip(1.0), optkit.clip_by_global_norm(5.0), optkit.adam(lr)
     ),
+}
+OPTIMIZERS = {
+    **{info.name: functools.partial(_typical, info) for info in REGISTRY},
+    **EXTRA,
+}
+BF16_LEARNING_RATES = {
+    **{info.name: info.bfloat16_learning_rate for info in REGISTRY},
+    "sgd_nesterov": 0.05,
+    "adamw_masked": 0.1,
+    "rmsprop_uncentered": 0.02,
+    "clipped_adam": 0.1,
 }
 
 LEARNING_RATES = {
@@ -128,18 +142,6 @@ def test_float32_params_stay_float32(name, lr_kind):
 
 
 # --- bfloat16 ----------------------------------------------------------------------------------
-
-BF16_LEARNING_RATES = {
-    "sgd": 0.05,
-    "sgd_nesterov": 0.05,
-    "adam": 0.1,
-    "adam_amsgrad": 0.1,
-    "adamw": 0.1,
-    "adagrad": 0.3,
-    "rmsprop": 0.02,
-    "rmsprop_centered": 0.02,
-    "clipped_adam": 0.1,
-}
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))

@@ -12,6 +12,7 @@ import pytest
 
 import optkit
 from optkit._kernel import LeafKernel, leaf_kernel
+from tests.support.registry import BY_NAME, NAMES
 
 
 class Pair(NamedTuple):
@@ -166,20 +167,11 @@ def test_array_scalars_do_not_retrace():
     assert _axpy._nested._cache_size() == before
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda: optkit.adamw(1e-2, weight_decay=0.1, amsgrad=True),
-        lambda: optkit.sgd(1e-2, momentum=0.9, dampening=0.1, weight_decay=1e-3),
-        lambda: optkit.rmsprop(1e-2, centered=True, momentum=0.5),
-        lambda: optkit.adagrad(1e-2),
-    ],
-    ids=["adamw-amsgrad", "sgd-dampened", "rmsprop-centered", "adagrad"],
-)
-def test_optimizers_emit_one_call_per_repeated_leaf(make):
+@pytest.mark.parametrize("name", NAMES)
+def test_optimizers_emit_one_call_per_repeated_leaf(name):
     """The default path traces each optimizer's per-leaf math once per leaf type, and its
     numbers equal an unjitted run leaf by leaf."""
-    tx = make()
+    tx = BY_NAME[name].make()
     params = {f"l{i}": jnp.full((5,), 0.1 * (i + 1)) for i in range(4)}
     grads = jax.tree.map(lambda p: jnp.sin(p) + 0.3, params)
     state = tx.init(params)

@@ -40,6 +40,7 @@ import optkit
 from optkit.combinators import flatten as flatten_module
 from tests.integration import test_flax as flax_tests
 from tests.integration.compile_counter import count_compiles
+from tests.support.registry import REGISTRY
 
 Tree = Any
 Factory = Callable[[], optkit.GradientTransformation]
@@ -125,15 +126,10 @@ def find_state(state: Tree, kind: type) -> Any:
     return found
 
 
+# Every registry row whose math is elementwise, in its typical set-up, and Nesterov momentum.
 OPTIMIZERS: dict[str, Factory] = {
-    "sgd_momentum": lambda: optkit.sgd(0.05, momentum=0.9, dampening=0.1),
+    **{info.name: info.make for info in REGISTRY if info.flatten},
     "sgd_nesterov_wd": lambda: optkit.sgd(0.05, momentum=0.9, nesterov=True, weight_decay=0.1),
-    "adam_amsgrad_wd": lambda: optkit.adam(0.01, b2=0.9, amsgrad=True, weight_decay=0.1),
-    "adamw_amsgrad": lambda: optkit.adamw(0.01, b2=0.9, amsgrad=True, weight_decay=0.1),
-    "adagrad": lambda: optkit.adagrad(0.1, lr_decay=0.01, weight_decay=0.1),
-    "rmsprop_centered_momentum": lambda: optkit.rmsprop(
-        0.01, centered=True, momentum=0.5, weight_decay=0.1
-    ),
 }
 
 

@@ -23,7 +23,8 @@ import optkit
 from tests.parity import problem
 from tests.parity.cases import to_torch_kwargs
 from tests.parity.runner import compare, stack
-from tests.torch_oracle import require_torch
+from tests.support.registry import BY_NAME, REGISTRY, OptimizerInfo
+from tests.support.torch_oracle import require_torch
 
 inject = optkit.inject_hyperparams
 STEPS = 30
@@ -166,16 +167,13 @@ def run_torch(
 # --- 1. inject_hyperparams(f)(**kw) is f(**kw) ---------------------------------------------------
 
 SAME_AS_PLAIN: dict[str, tuple[Callable[..., optkit.GradientTransformation], Values]] = {
-    "sgd_plain": (optkit.sgd, {"learning_rate": 0.05}),
-    "sgd_momentum": (optkit.sgd, {"learning_rate": 0.02, "momentum": 0.9}),
-    "sgd_dampening_wd": (
-        optkit.sgd,
-        {"learning_rate": 0.02, "momentum": 0.9, "dampening": 0.3, "weight_decay": 0.1},
-    ),
-    "sgd_nesterov_wd": (
-        optkit.sgd,
-        {"learning_rate": 0.02, "momentum": 0.9, "nesterov": True, "weight_decay": 0.1},
-    ),
+    # Every parity variant of every registry row ...
+    **{
+        f"{info.name}-{variant}": (info.factory, kwargs)
+        for info in REGISTRY
+        for variant, kwargs in info.variants.items()
+    },
+    # ... and zeros, which a plain optimizer prunes from its chain and an injected one keeps.
     # torch's own spelling of the defaults: SGD(..., dampening=0, nesterov=True).
     "sgd_nesterov_explicit_zero_dampening": (
         optkit.sgd,
@@ -190,38 +188,13 @@ SAME_AS_PLAIN: dict[str, tuple[Callable[..., optkit.GradientTransformation], Val
         optkit.sgd,
         {"learning_rate": 0.05, "momentum": 0.0, "dampening": 0.5},
     ),
-    "adam": (
-        optkit.adam,
-        {"learning_rate": 0.01, "b1": 0.8, "b2": 0.99, "eps": 1e-4, "weight_decay": 0.1},
-    ),
     "adam_amsgrad_zero_wd": (
         optkit.adam,
         {"learning_rate": 0.01, "b2": 0.9, "amsgrad": True, "weight_decay": 0.0},
     ),
     "adam_zero_b1": (optkit.adam, {"learning_rate": 0.01, "b1": 0.0, "eps": 0.0}),
-    "adamw": (optkit.adamw, {"learning_rate": 0.01, "weight_decay": 0.1, "amsgrad": True}),
     "adamw_zero_wd": (optkit.adamw, {"learning_rate": 0.01, "weight_decay": 0.0}),
-    "adagrad_lr_decay": (
-        optkit.adagrad,
-        {
-            "learning_rate": 0.1,
-            "lr_decay": 0.05,
-            "initial_accumulator_value": 0.5,
-            "weight_decay": 0.1,
-            "eps": 1e-2,
-        },
-    ),
     "adagrad_zeros": (optkit.adagrad, {"learning_rate": 0.1, "lr_decay": 0.0, "weight_decay": 0.0}),
-    "rmsprop_centered_momentum": (
-        optkit.rmsprop,
-        {
-            "learning_rate": 0.01,
-            "alpha": 0.9,
-            "centered": True,
-            "momentum": 0.5,
-            "weight_decay": 0.1,
-        },
-    ),
     "rmsprop_zeros": (
         optkit.rmsprop,
         {"learning_rate": 0.01, "momentum": 0.0, "weight_decay": 0.0, "centered": True},
@@ -237,7 +210,7 @@ def plain_path(case_id: str) -> dict[str, np.ndarray]:
 
 # Most rows run eagerly, to skip ~30 XLA compiles; these also run jitted (hyperparameters traced,
 # zeros included), as do all the torch cases below.
-JITTED_ROWS = {"sgd_zeros", "adam_amsgrad_zero_wd", "rmsprop_centered_momentum"}
+JITTED_ROWS = {"sgd_zeros", "adam_amsgrad_zero_wd", "rmsprop-centered_momentum_wd"}
 
 
 @pytest.mark.parametrize("case_id", list(SAME_AS_PLAIN))
@@ -286,7 +259,25 @@ def lr_changes(*values: float, every: int = 8) -> tuple[Change, ...]:
 
 TWO_GROUPS = ((("scalar", "vector"), {}), (("matrix", "tensor"), {"learning_rate": 0.01}))
 
+
+def runtime_case(info: OptimizerInfo) -> TorchCase:
+    """The registry row's typical set-up at its first variant's learning rate, injected, with its
+    ``runtime_changes`` after 10 and 20 updates. Every changed name is passed at construction
+    (at its default if the set-up does not give it) so that it is injected. (The typical set-up
+    has every buffer on: torch cannot switch RMSprop's momentum on mid-run.)"""
+    learning_rate = next(iter(info.variants.values()))["learning_rate"]
+    changed = {name for values in info.runtime_changes for name in values}
+    defaults = {name: info.default(name) for name in changed}
+    kwargs = {**defaults, **info.typical, "learning_rate": learning_rate}
+    changes = tuple(
+        (step, None, dict(values))
+        for step, values in zip((10, 20), info.runtime_changes, strict=True)
+    )
+    return TorchCase(f"{info.name}-runtime", info.factory, info.torch_class, kwargs, changes)
+
+
 TORCH_CASES = [
+    *(runtime_case(info) for info in REGISTRY if not info.closure),
     TorchCase(
         "sgd_momentum_lr",
         optkit.sgd,
@@ -576,19 +567,14 @@ def test_kth_update_uses_schedule_of_k_and_get_reports_it() -> None:
         assert used.dtype == jnp.float64
 
 
-@pytest.mark.parametrize(
-    ("factory", "kwargs", "jit"),
-    [
-        (optkit.sgd, {"momentum": 0.9, "dampening": 0.2}, True),  # the count traced
-        (optkit.adamw, {"weight_decay": 0.1}, False),
-        (optkit.adagrad, {"lr_decay": 0.05}, False),
-    ],
-    ids=["sgd", "adamw", "adagrad"],
-)
-def test_schedule_trajectory_matches_plain_optimizer(factory, kwargs, jit) -> None:
-    schedule = lambda count: 0.05 * 0.9**count
-    expected = run_optkit(factory(learning_rate=schedule, **kwargs), steps=15, jit=False)
-    got = run_optkit(inject(factory)(learning_rate=schedule, **kwargs), steps=15, jit=jit)
+@pytest.mark.parametrize("name", [info.name for info in REGISTRY if not info.closure])
+def test_schedule_trajectory_matches_plain_optimizer(name) -> None:
+    info = BY_NAME[name]
+    schedule = lambda count: 0.5 * next(iter(info.variants.values()))["learning_rate"] * 0.9**count
+    kwargs = {**info.typical, "learning_rate": schedule}
+    expected = run_optkit(info.factory(**kwargs), steps=15, jit=False)
+    # One row with the count traced under jit; the rest eager, to skip XLA compiles.
+    got = run_optkit(inject(info.factory)(**kwargs), steps=15, jit=name == "sgd")
     assert compare(got, expected, **SAME_MATH) is None
 
 

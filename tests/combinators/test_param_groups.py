@@ -26,7 +26,7 @@ import pytest
 import optkit
 from tests.optimizers.test_parity import TOLERANCES
 from tests.parity.runner import compare, stack
-from tests.torch_oracle import require_torch
+from tests.support.torch_oracle import require_torch
 
 STEPS = 30
 

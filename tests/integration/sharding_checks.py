@@ -48,16 +48,14 @@ from sharding_records import (
 )
 
 import optkit
+from tests.support.registry import REGISTRY
 
 DEVICES = 8
 IN_FEATURES, HIDDEN, OUT_FEATURES, BATCH = 16, 64, 8, 32
 
+# Every registry row in its typical set-up (every state buffer on), and the combinators.
 OPTIMIZERS: dict[str, Callable[[], Any]] = {
-    "sgd_momentum": lambda: optkit.sgd(learning_rate=0.1, momentum=0.9),
-    "adam": lambda: optkit.adam(learning_rate=1e-2),
-    "adamw": lambda: optkit.adamw(learning_rate=1e-2, weight_decay=1e-2),
-    "adagrad": lambda: optkit.adagrad(learning_rate=0.1, initial_accumulator_value=0.1),
-    "rmsprop": lambda: optkit.rmsprop(learning_rate=1e-3, momentum=0.9, centered=True),
+    **{info.name: info.make for info in REGISTRY},
     "param_groups": lambda: optkit.param_groups(
         optkit.adamw,
         [{"params": "**/kernel"}, {"params": "**/bias", "weight_decay": 0.0}],

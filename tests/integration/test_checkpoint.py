@@ -28,6 +28,7 @@ from flax.training import train_state
 
 import optkit
 from optkit import schedules
+from tests.support.registry import REGISTRY
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "checkpointing.md"
 _FENCE = re.compile(r"```(\w+)\n(.*?)```", re.DOTALL)
@@ -240,6 +241,9 @@ def _check_plateau(state: Any) -> None:
 
 
 STATE_CASES = [
+    # Every registry row in its typical set-up (every state buffer on) ...
+    *(StateCase(info.name, info.make) for info in REGISTRY),
+    # ... and other set-ups and combinators.
     StateCase("sgd_nesterov", lambda: optkit.sgd(0.1, momentum=0.9, nesterov=True)),
     StateCase("adam_amsgrad", lambda: optkit.adam(1e-3, weight_decay=0.01, amsgrad=True)),
     StateCase(

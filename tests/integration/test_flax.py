@@ -25,6 +25,7 @@ from flax.training import train_state
 
 import optkit
 from tests.integration.compile_counter import count_compiles
+from tests.support.registry import REGISTRY
 
 IN_FEATURES, HIDDEN, CLASSES, EXAMPLES = 8, 32, 3, 256
 STEPS = 60
@@ -48,16 +49,13 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 # One row per optimizer set-up; each trains both frameworks. Selectors that name layers differ
 # between linen and nnx, so the table only uses ones valid in both ("**/bias", "**/kernel").
 OPTIMIZERS: dict[str, Callable[[], optkit.GradientTransformation]] = {
-    "sgd": lambda: optkit.sgd(learning_rate=0.5),
-    "sgd_momentum": lambda: optkit.sgd(learning_rate=0.1, momentum=0.9, dampening=0.1),
+    # Every registry row in its typical set-up (every state buffer on) ...
+    **{info.name: info.make for info in REGISTRY},
+    # ... plain SGD, Nesterov, and the combinators.
+    "sgd_plain": lambda: optkit.sgd(learning_rate=0.5),
+    "adamw_as_optax": lambda: optkit.adamw(learning_rate=1e-2, weight_decay=1e-2),
     "sgd_nesterov": lambda: optkit.sgd(
         learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4
-    ),
-    "adam": lambda: optkit.adam(learning_rate=1e-2),
-    "adamw": lambda: optkit.adamw(learning_rate=1e-2, weight_decay=1e-2),
-    "adagrad": lambda: optkit.adagrad(learning_rate=0.1, initial_accumulator_value=0.1),
-    "rmsprop_centered_momentum": lambda: optkit.rmsprop(
-        learning_rate=2e-3, momentum=0.9, centered=True
     ),
     "param_groups": lambda: optkit.param_groups(
         optkit.sgd,
@@ -85,8 +83,8 @@ def assert_learned(losses: list[float]) -> None:
 
 
 def optax_adamw() -> optax.GradientTransformation:
-    # The same set-up as the "adamw" row. weight_decay is explicit on both sides: optkit follows
-    # torch's default (1e-2), optax defaults to 1e-4.
+    # The same set-up as the "adamw_as_optax" row. weight_decay is explicit on both sides: optkit
+    # follows torch's default (1e-2), optax defaults to 1e-4.
     return optax.adamw(learning_rate=1e-2, weight_decay=1e-2)
 
 
@@ -187,7 +185,7 @@ def test_train_state_param_group_with_zero_learning_rate_stays_fixed(linen_runs)
 
 def test_train_state_adamw_follows_optax_adamw(linen_runs):
     np.testing.assert_allclose(
-        linen_runs["adamw"]["losses"], linen_runs["optax_adamw"]["losses"], rtol=1e-6
+        linen_runs["adamw_as_optax"]["losses"], linen_runs["optax_adamw"]["losses"], rtol=1e-6
     )
 
 
@@ -314,7 +312,7 @@ def test_nnx_param_group_with_zero_learning_rate_stays_fixed(nnx_runs, run, froz
 
 def test_nnx_adamw_follows_optax_adamw(nnx_runs):
     np.testing.assert_allclose(
-        nnx_runs["adamw"]["losses"], nnx_runs["optax_adamw"]["losses"], rtol=1e-6
+        nnx_runs["adamw_as_optax"]["losses"], nnx_runs["optax_adamw"]["losses"], rtol=1e-6
     )
 
 

@@ -20,20 +20,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.support.registry import NAMES
+
 SCRIPT = Path(__file__).with_name("sharding_checks.py")
 REPO = Path(__file__).resolve().parents[2]
 DEVICES = 8
 
 # The rows of sharding_checks.OPTIMIZERS (not imported: it sets XLA_FLAGS for its own process).
-OPTIMIZERS = (
-    "sgd_momentum",
-    "adam",
-    "adamw",
-    "adagrad",
-    "rmsprop",
-    "param_groups",
-    "inject_hyperparams",
-)
+OPTIMIZERS = (*NAMES, "param_groups", "inject_hyperparams")
 PARAMS = {"['l1']['kernel']", "['l1']['bias']", "['l2']['kernel']", "['l2']['bias']"}
 # Collectives that move optimizer state between devices; all-reduce is the gradient reduction.
 MOVING = {"all-gather", "all-to-all", "collective-permute", "reduce-scatter"}

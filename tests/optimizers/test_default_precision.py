@@ -26,15 +26,13 @@ _RUNNER = """
 import json
 import jax
 assert not jax.config.jax_enable_x64
-from tests.optimizers.test_parity import TOLERANCES, golden
-from tests.parity.cases import CASES
-from tests.parity.runner import DTYPES, PATHS, compare, run_id, run_optkit, stack
+from tests.optimizers.test_parity import CASES_AND_PATHS, TOLERANCES, golden
+from tests.parity.runner import DTYPES, compare, run_id, run_optkit, stack
 results = {}
-for path in PATHS:
-    for case in CASES:
+for case, path in CASES_AND_PATHS:
         ours = stack(run_optkit(case, DTYPES["float32"], path=path))
         leaf_dtypes = sorted({str(values.dtype) for values in ours.values()})
-        expected = golden("float32").trajectories[case.id]
+        expected = golden(case.family, "float32").trajectories[case.id]
         mismatch = compare(ours, expected, **TOLERANCES["float32"]._asdict())
         result = {"mismatch": mismatch and str(mismatch), "dtypes": leaf_dtypes}
         results[run_id(case.id, path)] = result

@@ -9,7 +9,6 @@ built from the same arrays, and a separate property checks that arrays and Pytho
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -20,16 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import optkit
+from tests.support.registry import BY_NAME, EPS, NAMES, WEIGHT_DECAY, unit, zero_or
 
 STEPS = 5
-NAMES = ["sgd", "adam", "adamw", "adagrad", "rmsprop"]
-FACTORIES: dict[str, Callable[..., optkit.GradientTransformation]] = {
-    "sgd": optkit.sgd,
-    "adam": optkit.adam,
-    "adamw": optkit.adamw,
-    "adagrad": optkit.adagrad,
-    "rmsprop": optkit.rmsprop,
-}
 FEW = settings(max_examples=30, deadline=None)
 
 _rng = np.random.default_rng(0)
@@ -46,72 +38,9 @@ def loss(params):
 grad_fn = jax.jit(jax.grad(loss))
 negated_grad_fn = jax.jit(jax.grad(lambda params: -loss(params)))
 
-
-# --- hyperparameter strategies -----------------------------------------------------------------
-
-
-def _unit(low: float, high: float) -> st.SearchStrategy[float]:
-    return st.floats(low, high, allow_nan=False, allow_infinity=False)
-
-
-def _zero_or(low: float, high: float) -> st.SearchStrategy[float]:
-    return st.one_of(st.just(0.0), _unit(low, high))
-
-
-_LR = _unit(1e-3, 0.3)
+_LR = unit(1e-3, 0.3)
 # lr * factor**count; factor 1 means a constant learning rate.
-_LR_FACTOR = st.one_of(st.just(1.0), _unit(0.5, 1.0))
-_EPS = _unit(1e-8, 1e-2)
-_WEIGHT_DECAY = _zero_or(1e-4, 0.1)
-
-
-@st.composite
-def _sgd(draw):
-    nesterov = draw(st.booleans())
-    hp = {"momentum": draw(_unit(0.05, 0.95) if nesterov else _zero_or(0.05, 0.95))}
-    if not nesterov:
-        hp["dampening"] = draw(_zero_or(0.01, 1.0))
-    hp["weight_decay"] = draw(_WEIGHT_DECAY)
-    return hp, {"nesterov": nesterov}
-
-
-@st.composite
-def _adam(draw):
-    hp = {
-        "b1": draw(_zero_or(0.01, 0.99)),
-        "b2": draw(_zero_or(0.01, 0.999)),
-        "eps": draw(_EPS),
-        "weight_decay": draw(_WEIGHT_DECAY),
-    }
-    return hp, {"amsgrad": draw(st.booleans())}
-
-
-@st.composite
-def _adagrad(draw):
-    hp = {
-        "lr_decay": draw(_zero_or(1e-3, 0.5)),
-        "weight_decay": draw(_WEIGHT_DECAY),
-        "initial_accumulator_value": draw(_zero_or(1e-3, 1.0)),
-        "eps": draw(_unit(1e-10, 1e-3)),
-    }
-    return hp, {}
-
-
-@st.composite
-def _rmsprop(draw):
-    centered = draw(st.booleans())
-    # Centered with alpha = 0 estimates the variance as g*g - g*g = 0, whose rounding (FMA under
-    # jit) can be negative: sqrt gives NaN, as in torch. That degenerate case is left out.
-    hp = {
-        "alpha": draw(_unit(0.1, 0.999) if centered else _zero_or(0.1, 0.999)),
-        "eps": draw(_EPS),
-        "weight_decay": draw(_WEIGHT_DECAY),
-        "momentum": draw(_zero_or(0.05, 0.95)),
-    }
-    return hp, {"centered": centered}
-
-
-_ALGORITHM = {"sgd": _sgd, "adam": _adam, "adamw": _adam, "adagrad": _adagrad, "rmsprop": _rmsprop}
+_LR_FACTOR = st.one_of(st.just(1.0), unit(0.5, 1.0))
 
 
 @st.composite
@@ -120,7 +49,7 @@ def hyperparameters(draw, name: str):
 
     ``lr_factor`` turns the learning rate into the schedule ``lr * lr_factor**count``.
     """
-    hp, flags = draw(_ALGORITHM[name]())
+    hp, flags = draw(BY_NAME[name].hyperparameters())
     hp["learning_rate"] = draw(_LR)
     hp["lr_factor"] = draw(_LR_FACTOR)
     return hp, flags
@@ -139,7 +68,7 @@ def make_optimizer(name: str, hp: dict[str, Any], flags: dict[str, bool]):
         def learning_rate(count):
             return lr * factor**count
 
-    return FACTORIES[name](learning_rate, **hp, **flags)
+    return BY_NAME[name].factory(learning_rate, **hp, **flags)
 
 
 def as_arrays(hp: dict[str, float]) -> dict[str, jax.Array]:
@@ -241,7 +170,7 @@ def test_zero_learning_rate_leaves_params_unchanged(name, data):
     )
     del hp["learning_rate"], hp["lr_factor"]
     # adamw's decoupled decay is scaled by the learning rate, so it vanishes too.
-    trajectory, _ = run_eager(FACTORIES[name](zero, **hp, **flags))
+    trajectory, _ = run_eager(BY_NAME[name].factory(zero, **hp, **flags))
 
     for params in trajectory:
         assert_trees_equal(params, PARAMS)
@@ -280,37 +209,37 @@ def transforms(draw):
             ]
         )
     )
-    if kind in FACTORIES:
+    if kind in BY_NAME:
         return make_optimizer(kind, *draw(hyperparameters(kind)))
     if kind == "trace":
-        return optkit.trace(draw(_unit(0.0, 0.95)), dampening=draw(_zero_or(0.01, 1.0)))
+        return optkit.trace(draw(unit(0.0, 0.95)), dampening=draw(zero_or(0.01, 1.0)))
     if kind == "scale_by_adam":
         return optkit.scale_by_adam(
-            b1=draw(_unit(0.0, 0.99)),
-            b2=draw(_unit(0.0, 0.999)),
-            eps=draw(_EPS),
-            eps_root=draw(_zero_or(1e-8, 1e-2)),
+            b1=draw(unit(0.0, 0.99)),
+            b2=draw(unit(0.0, 0.999)),
+            eps=draw(EPS),
+            eps_root=draw(zero_or(1e-8, 1e-2)),
             amsgrad=draw(st.booleans()),
         )
     if kind == "scale_by_rms":
         return optkit.scale_by_rms(
-            alpha=draw(_unit(0.1, 0.999)), eps=draw(_EPS), centered=draw(st.booleans())
+            alpha=draw(unit(0.1, 0.999)), eps=draw(EPS), centered=draw(st.booleans())
         )
     if kind == "scale_by_rss":
-        return optkit.scale_by_rss(draw(_unit(0.0, 1.0)), eps=draw(_EPS))
+        return optkit.scale_by_rss(draw(unit(0.0, 1.0)), eps=draw(EPS))
     if kind == "clip":
-        return optkit.clip(draw(_unit(0.0, 2.0)))
+        return optkit.clip(draw(unit(0.0, 2.0)))
     if kind == "clip_by_global_norm":
-        return optkit.clip_by_global_norm(draw(_unit(0.0, 5.0)))
+        return optkit.clip_by_global_norm(draw(unit(0.0, 5.0)))
     if kind == "add_l2_decay":
-        return optkit.add_l2_decay(draw(_WEIGHT_DECAY))
+        return optkit.add_l2_decay(draw(WEIGHT_DECAY))
     if kind == "add_decayed_weights":
-        return optkit.add_decayed_weights(draw(_WEIGHT_DECAY), mask={"w": True, "b": False})
+        return optkit.add_decayed_weights(draw(WEIGHT_DECAY), mask={"w": True, "b": False})
     if kind == "scale":
-        return optkit.scale(draw(_unit(-2.0, 2.0)))
+        return optkit.scale(draw(unit(-2.0, 2.0)))
     if kind == "negate":
         return optkit.negate()
-    lr, factor = draw(_LR), draw(_unit(0.5, 1.0))
+    lr, factor = draw(_LR), draw(unit(0.5, 1.0))
     return optkit.scale_by_learning_rate(lambda count: lr * factor**count)
 
 
@@ -402,14 +331,10 @@ def test_state_structure_is_stable_across_steps(name, data):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_jit_with_python_float_hyperparameters_matches_eager(name):
-    hp, flags = {
-        "sgd": ({"momentum": 0.9, "dampening": 0.1, "weight_decay": 1e-2}, {}),
-        "adam": ({"b1": 0.8, "b2": 0.9, "eps": 1e-6, "weight_decay": 1e-2}, {"amsgrad": True}),
-        "adamw": ({"b1": 0.8, "b2": 0.9, "eps": 1e-6, "weight_decay": 1e-1}, {"amsgrad": True}),
-        "adagrad": ({"lr_decay": 0.1, "weight_decay": 1e-2, "initial_accumulator_value": 0.1}, {}),
-        "rmsprop": ({"alpha": 0.9, "momentum": 0.5, "weight_decay": 1e-2}, {"centered": True}),
-    }[name]
-    tx = make_optimizer(name, {**hp, "learning_rate": 0.05, "lr_factor": 0.9}, flags)
+    info = BY_NAME[name]
+    flags = {k: v for k, v in info.typical.items() if isinstance(v, bool)}
+    hp = {k: v for k, v in info.typical.items() if k not in flags}
+    tx = make_optimizer(name, {**hp, "lr_factor": 0.9}, flags)
     eager, _ = run_eager(tx)
 
     @jax.jit

@@ -1,8 +1,14 @@
-"""Every hyperparameter is checked when the optimizer is built, with a message naming it."""
+"""Every hyperparameter is checked when the optimizer is built, with a message naming it.
+
+The generic tests iterate the registry: every numeric argument of every optimizer is checked
+against its range in ``optkit._validation.RANGES`` (the table ``set_hyperparams`` uses too), and
+every flag must be a bool.
+"""
 
 from __future__ import annotations
 
 import math
+import re
 from typing import ClassVar
 
 import jax
@@ -11,59 +17,65 @@ import numpy as np
 import pytest
 
 import optkit
-
-OPTIMIZERS = {
-    "sgd": optkit.sgd,
-    "adam": optkit.adam,
-    "adamw": optkit.adamw,
-    "adagrad": optkit.adagrad,
-    "rmsprop": optkit.rmsprop,
-}
-
-# (optimizer, argument) pairs that must be >= 0 and not NaN.
-NON_NEGATIVE = [
-    *((name, "learning_rate") for name in OPTIMIZERS),
-    *((name, "weight_decay") for name in OPTIMIZERS),
-    *((name, "eps") for name in ("adam", "adamw", "adagrad", "rmsprop")),
-    ("sgd", "momentum"),
-    ("rmsprop", "momentum"),
-    ("adagrad", "lr_decay"),
-    ("adagrad", "initial_accumulator_value"),
-]
-
-# (optimizer, argument) pairs that must lie in [0, 1).
-DECAY_RATES = [
-    ("adam", "b1"),
-    ("adam", "b2"),
-    ("adamw", "b1"),
-    ("adamw", "b2"),
-]
+from optkit import _validation
+from tests.support.registry import BY_NAME, NAMES, REGISTRY
 
 
-@pytest.mark.parametrize(("optimizer", "argument"), NON_NEGATIVE)
-@pytest.mark.parametrize("bad", [-1e-3, -1, math.nan, np.float32(-0.5), jnp.asarray(-2.0)])
-def test_negative_or_nan_is_rejected(optimizer, argument, bad):
-    with pytest.raises(ValueError, match=rf"^{argument} must be in \[0.0, inf\]"):
-        OPTIMIZERS[optimizer](**{argument: bad})
+def _bad_and_good(name: str) -> tuple[list, list, str]:
+    """Values outside and inside a hyperparameter's range, and the start of the message."""
+    low, high, high_inclusive, _ = _validation.RANGES[name]
+    bad: list = [math.nan]
+    good: list = []
+    if low is not None:
+        bad += [low - 1e-3, np.float32(low - 0.5), jnp.asarray(low - 2.0)]
+        good.append(low)
+    if high is not None:
+        bad += [high + 0.5] + ([] if high_inclusive else [high])
+        good.append(high if high_inclusive else high - 1e-6)
+    if low is not None and high is not None:
+        good.append((low + high) / 2)
+    elif low is not None:
+        good.append(low + 0.5)
+    shown_low = "-inf" if low is None else low
+    shown_high = "inf" if high is None else high
+    upper = "]" if high_inclusive else ")"
+    return bad, good, re.escape(f"{name} must be in [{shown_low}, {shown_high}{upper}")
 
 
-@pytest.mark.parametrize(("optimizer", "argument"), NON_NEGATIVE)
-def test_zero_is_accepted(optimizer, argument):
-    tx = OPTIMIZERS[optimizer](**{argument: 0.0})
-    assert isinstance(tx, optkit.GradientTransformation)
+# (optimizer, argument): every numeric argument of every registry row.
+NUMERIC = [(info.name, name) for info in REGISTRY for name in info.numeric_arguments()]
+FLAGS = [(info.name, name) for info in REGISTRY for name in info.flags()]
 
 
-@pytest.mark.parametrize(("optimizer", "argument"), DECAY_RATES)
-@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, math.nan])
-def test_decay_rate_outside_unit_interval_is_rejected(optimizer, argument, bad):
-    with pytest.raises(ValueError, match=rf"^{argument} must be in \[0.0, 1.0\)"):
-        OPTIMIZERS[optimizer](**{argument: bad})
+@pytest.mark.parametrize(("optimizer", "argument"), NUMERIC)
+def test_out_of_range_or_nan_is_rejected_naming_the_argument(optimizer, argument):
+    bad_values, _, message = _bad_and_good(argument)
+    for bad in bad_values:
+        with pytest.raises(ValueError, match=rf"^{message}"):
+            BY_NAME[optimizer].factory(**{argument: bad})
 
 
-@pytest.mark.parametrize(("optimizer", "argument"), DECAY_RATES)
-@pytest.mark.parametrize("good", [0.0, 0.5, 0.999999])
-def test_decay_rate_inside_unit_interval_is_accepted(optimizer, argument, good):
-    OPTIMIZERS[optimizer](**{argument: good})
+@pytest.mark.parametrize(("optimizer", "argument"), NUMERIC)
+def test_values_in_range_are_accepted(optimizer, argument):
+    _, good_values, _ = _bad_and_good(argument)
+    for good in good_values:
+        tx = BY_NAME[optimizer].factory(**{argument: good})
+        assert isinstance(tx, optkit.GradientTransformation)
+
+
+@pytest.mark.parametrize(("optimizer", "argument"), FLAGS)
+def test_flags_must_be_bools(optimizer, argument):
+    with pytest.raises(TypeError, match=rf"^{argument} must be a bool, got str"):
+        BY_NAME[optimizer].factory(**{argument: "yes"})
+
+
+@pytest.mark.parametrize("optimizer", NAMES)
+def test_array_learning_rate_must_be_a_scalar(optimizer):
+    # A vector learning rate would silently broadcast over every leaf.
+    with pytest.raises(
+        ValueError, match=r"learning_rate must be a scalar, got an array of shape \(3,\)"
+    ):
+        BY_NAME[optimizer].factory(learning_rate=jnp.ones(3))
 
 
 def test_nesterov_requires_momentum():
@@ -89,31 +101,6 @@ def test_trace_checks_nesterov_too():
 def test_dampening_outside_unit_interval_is_rejected(bad):
     with pytest.raises(ValueError, match=r"^dampening must be in \[0.0, 1.0\]"):
         optkit.sgd(0.1, momentum=0.9, dampening=bad)
-
-
-@pytest.mark.parametrize(
-    ("factory", "argument"),
-    [
-        (optkit.sgd, "nesterov"),
-        (optkit.adam, "amsgrad"),
-        (optkit.adamw, "amsgrad"),
-        (optkit.rmsprop, "centered"),
-        (optkit.sgd, "maximize"),
-        (optkit.adam, "maximize"),
-        (optkit.adagrad, "maximize"),
-    ],
-)
-def test_flags_must_be_bools(factory, argument):
-    with pytest.raises(TypeError, match=rf"^{argument} must be a bool, got str"):
-        factory(**{argument: "yes"})
-
-
-def test_array_hyperparameter_must_be_a_scalar():
-    # A vector learning rate would silently broadcast over every leaf.
-    with pytest.raises(
-        ValueError, match=r"learning_rate must be a scalar, got an array of shape \(3,\)"
-    ):
-        optkit.adam(learning_rate=jnp.ones(3))
 
 
 @pytest.mark.parametrize("bad", ["0.1", None, [0.1]])
@@ -186,17 +173,17 @@ class TestTreeMismatch:
 
     params: ClassVar[dict] = {"layer": {"kernel": jnp.ones((2, 3)), "bias": jnp.zeros(3)}}
 
-    @pytest.mark.parametrize("name", list(OPTIMIZERS))
+    @pytest.mark.parametrize("name", NAMES)
     def test_missing_leaf(self, name):
-        tx = OPTIMIZERS[name](momentum=0.9) if name in ("sgd", "rmsprop") else OPTIMIZERS[name]()
+        tx = BY_NAME[name].make()
         state = tx.init(self.params)
         grads = {"layer": {"kernel": jnp.ones((2, 3))}}
         with pytest.raises(ValueError, match=r"'layer/bias'"):
             tx.update(grads, state, self.params)
 
-    @pytest.mark.parametrize("name", list(OPTIMIZERS))
+    @pytest.mark.parametrize("name", NAMES)
     def test_wrong_shape(self, name):
-        tx = OPTIMIZERS[name](momentum=0.9) if name in ("sgd", "rmsprop") else OPTIMIZERS[name]()
+        tx = BY_NAME[name].make()
         state = tx.init(self.params)
         grads = {"layer": {"kernel": jnp.ones((3, 2)), "bias": jnp.zeros(3)}}
         with pytest.raises(ValueError, match=r"leaf 'layer/kernel' has shape \(3, 2\)"):

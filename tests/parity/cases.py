@@ -1,15 +1,16 @@
-"""The one table that drives every parity case: optkit optimizer vs the torch.optim setup.
+"""Every parity case, derived from the optimizer registry: optkit optimizer vs torch.optim.
 
-Each optimizer has a dict of named hyperparameter variants, written with optkit's argument names;
-together they switch on every flag, alone and combined. ``to_torch_kwargs`` derives torch's
-arguments from the same dict, so a row cannot disagree with itself. Adding an optimizer is one
-variants dict plus one ``_rows`` call.
+Per registry row (``tests/support/registry.py``):
 
-Learning rates are chosen so that 30 steps move every leaf noticeably while staying well
-conditioned in float32 (no chaotic amplification of rounding differences). The amsgrad variants use
-b2=0.9 so the second moment actually shrinks and the running max differs from plain Adam. Rows
-with maximize use smaller learning rates: gradient ascent on this mostly convex loss amplifies any
-difference, rounding included, at every step.
+* one case per hyperparameter variant (``<name>-<variant>``), together switching on every flag,
+  alone and combined;
+* ``<name>-tensor_lr``: the first variant with the learning rate given as an array (a
+  ``torch.tensor`` of the run's dtype in torch, a JAX array of the same dtype in optkit);
+* ``<name>-param_groups``: the first variant split into two param groups, the second with the
+  row's ``group_overrides`` (``optkit.param_groups`` vs torch's list of group dicts).
+
+Plus the clipping rows: ``clip`` and ``clip_by_global_norm`` chained before SGD against
+``torch.nn.utils.clip_grad_value_`` / ``clip_grad_norm_``.
 
 torch is referenced by name (``"SGD"``, ``"clip_grad_norm_"``) so this table imports without torch:
 the golden-file tests need only optkit and numpy.
@@ -18,14 +19,21 @@ the golden-file tests need only optkit and numpy.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Sequence
+
+import jax.numpy as jnp
+import numpy as np
 
 import optkit
+from tests.parity import problem
+from tests.support.registry import REGISTRY, Kwargs, OptimizerInfo, to_torch_kwargs
 
-Kwargs = Mapping[str, Any]
+Wrap = Callable[[optkit.GradientTransformation], optkit.GradientTransformation]
+MakeOptkit = Callable[[type[np.floating], Wrap], optkit.GradientTransformation]
+"""``(dtype, wrap) -> transform``: ``wrap`` is the runner's path (e.g. ``optkit.flatten``),
+applied to the optimizer itself, inside any param groups."""
+Groups = tuple[tuple[tuple[str, ...], Kwargs], ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,18 +42,30 @@ class Case:
 
     Attributes:
         id: Unique name, used for test ids and golden-file keys.
-        make_optkit: Builds the optkit transform (a fresh one per run).
+        family: The golden file the case is stored in (the registry row's name, or ``clip``).
+        make_optkit: Builds the optkit transform for a run's dtype and path (a fresh one per
+            run).
         torch_optimizer: Class name in ``torch.optim``.
         torch_kwargs: Keyword arguments for that class (everything except the params).
         torch_clip: Optional ``(function name in torch.nn.utils, threshold)`` applied to the
             gradients before each ``optimizer.step()``.
+        torch_groups: Optional param groups: ``(leaf names, torch overrides)`` per group.
+        tensor_lr: torch's ``lr`` is a tensor of the run's dtype.
+        problem: The name of the parity problem in ``tests/parity/problem.py``.
+        closure: torch steps with ``optimizer.step(closure)`` (LBFGS); optkit's update gets
+            ``value=``, ``grad=`` and ``value_fn=``.
     """
 
     id: str
-    make_optkit: Callable[[], optkit.GradientTransformation]
+    family: str
+    make_optkit: MakeOptkit
     torch_optimizer: str
     torch_kwargs: Kwargs
     torch_clip: tuple[str, float] | None = None
+    torch_groups: Groups | None = None
+    tensor_lr: bool = False
+    problem: str = "standard"
+    closure: bool = False
 
     def torch_spec(self) -> str:
         """The torch side as canonical JSON; stored with the goldens to detect stale files."""
@@ -53,107 +73,85 @@ class Case:
             "optimizer": self.torch_optimizer,
             "kwargs": dict(self.torch_kwargs),
             "clip": self.torch_clip,
+            "groups": self.torch_groups and [[list(n), dict(k)] for n, k in self.torch_groups],
+            "tensor_lr": self.tensor_lr,
+            "problem": self.problem,
+            "closure": self.closure,
         }
         return json.dumps(spec, sort_keys=True)
 
 
-def to_torch_kwargs(kwargs: Kwargs) -> dict[str, Any]:
-    """Translate optkit keyword arguments to torch.optim's names (lr, betas); the rest match."""
-    torch_kwargs = dict(kwargs)
-    if "learning_rate" in torch_kwargs:
-        torch_kwargs["lr"] = torch_kwargs.pop("learning_rate")
-    if "b1" in torch_kwargs or "b2" in torch_kwargs:
-        # torch takes both betas together; fill the missing one with the shared default.
-        torch_kwargs["betas"] = (torch_kwargs.pop("b1", 0.9), torch_kwargs.pop("b2", 0.999))
-    return torch_kwargs
+def _plain(factory: Callable[..., optkit.GradientTransformation], kwargs: Kwargs) -> MakeOptkit:
+    return lambda dtype, wrap: wrap(factory(**kwargs))
 
 
-SGD_VARIANTS: dict[str, Kwargs] = {
-    "plain": {"learning_rate": 0.05},
-    "momentum": {"learning_rate": 0.02, "momentum": 0.9},
-    "dampening": {"learning_rate": 0.02, "momentum": 0.9, "dampening": 0.3},
-    "nesterov": {"learning_rate": 0.02, "momentum": 0.9, "nesterov": True},
-    "weight_decay": {"learning_rate": 0.05, "weight_decay": 0.1},
-    "maximize": {"learning_rate": 0.005, "maximize": True},
-    # torch forbids nesterov with dampening, so "everything on" takes two rows.
-    "dampening_wd_maximize": {
-        "learning_rate": 0.002,
-        "momentum": 0.8,
-        "dampening": 0.5,
-        "weight_decay": 0.1,
-        "maximize": True,
-    },
-    "nesterov_wd_maximize": {
-        "learning_rate": 0.001,
-        "momentum": 0.8,
-        "nesterov": True,
-        "weight_decay": 0.1,
-        "maximize": True,
-    },
-}
+def _with_tensor_lr(
+    factory: Callable[..., optkit.GradientTransformation], kwargs: Kwargs
+) -> MakeOptkit:
+    def make(dtype: type[np.floating], wrap: Wrap) -> optkit.GradientTransformation:
+        learning_rate = jnp.asarray(kwargs["learning_rate"], dtype)
+        return wrap(factory(**{**kwargs, "learning_rate": learning_rate}))
 
-ADAM_VARIANTS: dict[str, Kwargs] = {
-    "plain": {"learning_rate": 0.01},
-    "amsgrad": {"learning_rate": 0.01, "b2": 0.9, "amsgrad": True},
-    "weight_decay": {"learning_rate": 0.01, "weight_decay": 0.1},
-    "maximize": {"learning_rate": 0.01, "maximize": True},
-    "betas_eps": {"learning_rate": 0.01, "b1": 0.8, "b2": 0.99, "eps": 1e-4},
-    "amsgrad_wd_maximize": {
-        "learning_rate": 0.01,
-        "b2": 0.9,
-        "amsgrad": True,
-        "weight_decay": 0.1,
-        "maximize": True,
-    },
-}
+    return make
 
-ADAMW_VARIANTS: dict[str, Kwargs] = {
-    "default_wd": {"learning_rate": 0.01},
-    "amsgrad": {"learning_rate": 0.01, "b2": 0.9, "amsgrad": True},
-    "maximize": {"learning_rate": 0.01, "maximize": True},
-    "wd": {"learning_rate": 0.01, "weight_decay": 0.1},
-    "combined": {
-        "learning_rate": 0.01,
-        "b1": 0.8,
-        "b2": 0.9,
-        "eps": 1e-4,
-        "weight_decay": 0.1,
-        "amsgrad": True,
-        "maximize": True,
-    },
-}
 
-ADAGRAD_VARIANTS: dict[str, Kwargs] = {
-    "plain": {"learning_rate": 0.1},
-    "lr_decay": {"learning_rate": 0.1, "lr_decay": 0.05},
-    "initial_accumulator": {"learning_rate": 0.1, "initial_accumulator_value": 0.5},
-    "weight_decay": {"learning_rate": 0.1, "weight_decay": 0.1},
-    "eps": {"learning_rate": 0.1, "eps": 1e-2},
-    "maximize": {"learning_rate": 0.05, "maximize": True},
-    "combined": {
-        "learning_rate": 0.1,
-        "lr_decay": 0.05,
-        "initial_accumulator_value": 0.5,
-        "weight_decay": 0.1,
-        "eps": 1e-2,
-        "maximize": True,
-    },
-}
+def _in_groups(
+    factory: Callable[..., optkit.GradientTransformation], kwargs: Kwargs, groups: Groups
+) -> MakeOptkit:
+    spec = [{"params": list(names), **overrides} for names, overrides in groups]
 
-RMSPROP_VARIANTS: dict[str, Kwargs] = {
-    "plain": {"learning_rate": 0.01},
-    "alpha_eps": {"learning_rate": 0.01, "alpha": 0.9, "eps": 1e-3},
-    "centered": {"learning_rate": 0.01, "centered": True},
-    "momentum": {"learning_rate": 0.01, "momentum": 0.5},
-    "weight_decay": {"learning_rate": 0.01, "weight_decay": 0.1},
-    "maximize": {"learning_rate": 0.005, "maximize": True},
-    "centered_momentum_wd": {
-        "learning_rate": 0.01,
-        "centered": True,
-        "momentum": 0.5,
-        "weight_decay": 0.1,
-    },
-}
+    def make(dtype: type[np.floating], wrap: Wrap) -> optkit.GradientTransformation:
+        return optkit.param_groups(lambda **kw: wrap(factory(**kw)), spec, **kwargs)
+
+    return make
+
+
+def split_leaves(leaves: Sequence[str], overrides: Kwargs) -> Groups:
+    """Two groups: the first half of the leaves with the defaults, the rest with ``overrides``."""
+    half = len(leaves) // 2
+    return ((tuple(leaves[:half]), {}), (tuple(leaves[half:]), dict(overrides)))
+
+
+def cases_for(info: OptimizerInfo) -> list[Case]:
+    """Every parity case of one registry row."""
+    factory = info.factory
+    common = {
+        "family": info.name,
+        "torch_optimizer": info.torch_class,
+        "problem": info.problem,
+        "closure": info.closure,
+    }
+    cases = [
+        Case(
+            id=f"{info.name}-{name}",
+            make_optkit=_plain(factory, kwargs),
+            torch_kwargs=to_torch_kwargs(kwargs),
+            **common,
+        )
+        for name, kwargs in info.variants.items()
+    ]
+    first = next(iter(info.variants.values()))
+    cases.append(
+        Case(
+            id=f"{info.name}-tensor_lr",
+            make_optkit=_with_tensor_lr(factory, first),
+            torch_kwargs=to_torch_kwargs(first),
+            tensor_lr=True,
+            **common,
+        )
+    )
+    groups = split_leaves(list(problem.PROBLEMS[info.problem].leaf_shapes), info.group_overrides)
+    cases.append(
+        Case(
+            id=f"{info.name}-param_groups",
+            make_optkit=_in_groups(factory, first, groups),
+            torch_kwargs=to_torch_kwargs(first),
+            torch_groups=tuple((names, to_torch_kwargs(over)) for names, over in groups),
+            **common,
+        )
+    )
+    return cases
+
 
 # Thresholds well below the problem's gradients (max |g| ~ 4.4, norm ~ 14 at the start), so
 # clipping stays active for (nearly) all 30 steps; test_parity.py checks that it bites.
@@ -162,53 +160,36 @@ CLIP_NORM = 2.0
 CLIPPED_SGD: Kwargs = {"learning_rate": 0.05, "momentum": 0.5}
 
 
-def _rows(
-    family: str,
-    factory: Callable[..., optkit.GradientTransformation],
-    torch_optimizer: str,
-    variants: Mapping[str, Kwargs],
-) -> list[Case]:
-    """One case per variant, with the torch kwargs derived from the optkit ones."""
-    return [
-        Case(
-            id=f"{family}-{name}",
-            make_optkit=functools.partial(factory, **kwargs),
-            torch_optimizer=torch_optimizer,
-            torch_kwargs=to_torch_kwargs(kwargs),
-        )
-        for name, kwargs in variants.items()
-    ]
-
-
-def _clip_then_sgd(
-    clip: Callable[[float], optkit.GradientTransformation], threshold: float
-) -> optkit.GradientTransformation:
+def _clip_then_sgd(clip: Callable[[float], optkit.GradientTransformation], threshold: float):
     """optkit's side of a clip row: the clip primitive chained before the same SGD."""
-    return optkit.chain(clip(threshold), optkit.sgd(**CLIPPED_SGD))
+    return lambda dtype, wrap: wrap(optkit.chain(clip(threshold), optkit.sgd(**CLIPPED_SGD)))
 
 
-CASES: tuple[Case, ...] = (
-    *_rows("sgd", optkit.sgd, "SGD", SGD_VARIANTS),
-    *_rows("adam", optkit.adam, "Adam", ADAM_VARIANTS),
-    *_rows("adamw", optkit.adamw, "AdamW", ADAMW_VARIANTS),
-    *_rows("adagrad", optkit.adagrad, "Adagrad", ADAGRAD_VARIANTS),
-    *_rows("rmsprop", optkit.rmsprop, "RMSprop", RMSPROP_VARIANTS),
+CLIP_CASES: tuple[Case, ...] = (
     Case(
         id="clip_value-sgd",
-        make_optkit=functools.partial(_clip_then_sgd, optkit.clip, CLIP_VALUE),
+        family="clip",
+        make_optkit=_clip_then_sgd(optkit.clip, CLIP_VALUE),
         torch_optimizer="SGD",
         torch_kwargs=to_torch_kwargs(CLIPPED_SGD),
         torch_clip=("clip_grad_value_", CLIP_VALUE),
     ),
     Case(
         id="clip_global_norm-sgd",
-        make_optkit=functools.partial(_clip_then_sgd, optkit.clip_by_global_norm, CLIP_NORM),
+        family="clip",
+        make_optkit=_clip_then_sgd(optkit.clip_by_global_norm, CLIP_NORM),
         torch_optimizer="SGD",
         torch_kwargs=to_torch_kwargs(CLIPPED_SGD),
         torch_clip=("clip_grad_norm_", CLIP_NORM),
     ),
 )
 
+CASES: tuple[Case, ...] = (*(c for info in REGISTRY for c in cases_for(info)), *CLIP_CASES)
+
 CASES_BY_ID: dict[str, Case] = {case.id: case for case in CASES}
 if len(CASES_BY_ID) != len(CASES):
     raise ValueError("parity case ids must be unique")
+
+FAMILIES: dict[str, tuple[Case, ...]] = {}
+for _case in CASES:
+    FAMILIES[_case.family] = (*FAMILIES.get(_case.family, ()), _case)

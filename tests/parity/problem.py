@@ -1,110 +1,170 @@
-"""A small non-convex problem, written once in torch and once in jax.numpy with identical math.
+"""The parity problems: small losses written once, evaluated by torch and by jax.numpy alike.
 
 The parity suite needs gradients that are the same function in both frameworks, so the only
-difference between a torch trajectory and an optkit trajectory is the optimizer. The leaves have
-ranks 0 to 3 so per-leaf code paths (scalars, broadcasting, global norms) are all exercised, and the
-loss is non-convex so momentum and adaptive methods take visibly different paths.
+difference between a torch trajectory and an optkit trajectory is the optimizer. Each loss is
+written once against an array namespace ``xp`` (``torch`` or ``jax.numpy``: the functions used
+have the same names and meaning in both), term by term in a fixed order.
 
-Loss, with ``c`` a fixed target per leaf::
+Problems (``PROBLEMS``):
 
-    sum over leaves of sum((p - c)^2 * (1 + WIGGLE * sin(FREQUENCY * p)))
-    + 0.1 * scalar * sum(tanh(matrix @ vector))
-    + 0.05 * sum(tensor * matrix)          (matrix broadcast over the tensor's first axis)
+* ``standard``: leaves of ranks 0 to 3, so per-leaf code paths (scalars, broadcasting, global
+  norms) are all exercised, and a non-convex loss, so momentum and adaptive methods take visibly
+  different paths::
 
-The curvature goes negative where |p - c| is near 1, which the trajectories cross. A stronger
-wiggle (0.5 * sin(3 p)) made nearby float32 trajectories diverge tenfold within 30 steps, so
-float32 parity would have measured chaos rather than the optimizer.
+      sum over leaves of sum((p - c)^2 * (1 + WIGGLE * sin(FREQUENCY * p)))
+      + 0.1 * scalar * sum(tanh(matrix @ vector))
+      + 0.05 * sum(tensor * matrix)          (matrix broadcast over the tensor's first axis)
 
-torch is imported inside the torch functions only: the golden-file tests run without it.
+  The curvature goes negative where |p - c| is near 1, which the trajectories cross. A stronger
+  wiggle (0.5 * sin(3 p)) made nearby float32 trajectories diverge tenfold within 30 steps, so
+  float32 parity would have measured chaos rather than the optimizer.
+* ``matrices``: the same per-leaf terms over 2-D leaves only, of several aspect ratios (square,
+  tall, wide, long), coupled through a matrix product; for optimizers of matrices (Muon).
+* ``convex``: a smooth, strictly convex loss over leaves of ranks 0 to 2 (quadratic plus
+  quartic terms and a squared linear coupling); for line-search methods (LBFGS).
+
+``c`` is a fixed target per leaf, 0.5 to 1.5 away from the initial value, so no gradient entry
+starts near zero: a near-zero float32 gradient has an unreliable sign, and Adam's first step is
+sign(g) * lr. torch is imported inside the torch functions only: the golden-file tests run
+without it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-if TYPE_CHECKING:
-    import torch
-
 SEED = 20240514
 WIGGLE = 0.3  # Amplitude of the non-convex factor; its sign stays positive (1 +- 0.3).
 FREQUENCY = 2.0
-LEAF_SHAPES: dict[str, tuple[int, ...]] = {
-    "scalar": (),
-    "vector": (4,),
-    "matrix": (3, 4),
-    "tensor": (2, 3, 4),
-}
 
 NumpyTree = dict[str, np.ndarray]
+Terms = Callable[[Any, Mapping[str, Any]], list[Any]]
+"""``(xp, params) -> [term, ...]``: a problem's extra loss terms, added in order."""
 
 
-def _draw() -> tuple[NumpyTree, NumpyTree]:
-    """Initial params and targets in float64, fixed by ``SEED``.
-
-    Each target sits 0.5 to 1.5 away from its initial value, so no gradient entry starts near zero:
-    a near-zero float32 gradient has an unreliable sign, and Adam's first step is sign(g) * lr.
-    """
-    rng = np.random.default_rng(SEED)
-    init, targets = {}, {}
-    for name, shape in LEAF_SHAPES.items():
-        init[name] = rng.normal(size=shape)
-        offset = rng.uniform(0.5, 1.5, size=shape) * rng.choice([-1.0, 1.0], size=shape)
-        targets[name] = init[name] + offset
-    return init, targets
+def _wiggle(xp: Any, p: Any, c: Any) -> Any:
+    return xp.sum((p - c) ** 2 * (1.0 + WIGGLE * xp.sin(FREQUENCY * p)))
 
 
-_INIT, _TARGETS = _draw()
+def _quadratic_quartic(xp: Any, p: Any, c: Any) -> Any:
+    return xp.sum((p - c) ** 2) + 0.1 * xp.sum(p**4)
 
 
-def initial_params(dtype: np.dtype | type) -> NumpyTree:
-    """Fresh copies of the initial params in ``dtype`` (float32 or float64)."""
-    return {name: np.asarray(value, dtype=dtype) for name, value in _INIT.items()}
+class Problem:
+    """One parity problem: its leaves, start point, targets and loss in both frameworks."""
+
+    def __init__(
+        self,
+        name: str,
+        leaf_shapes: Mapping[str, tuple[int, ...]],
+        per_leaf: Callable[[Any, Any, Any], Any],
+        coupling: Terms,
+        seed: int = SEED,
+    ) -> None:
+        self.name = name
+        self.leaf_shapes = dict(leaf_shapes)
+        self._per_leaf = per_leaf
+        self._coupling = coupling
+        self._init, self._targets = self._draw(seed)
+        self.jax_value_and_grad = jax.jit(jax.value_and_grad(self.jax_loss))
+        """Jitted ``params -> (loss, grads)``; compiled once per dtype, shared by every case."""
+
+    def _draw(self, seed: int) -> tuple[NumpyTree, NumpyTree]:
+        """Initial params and targets in float64, fixed by ``seed``."""
+        rng = np.random.default_rng(seed)
+        init, targets = {}, {}
+        for name, shape in self.leaf_shapes.items():
+            init[name] = rng.normal(size=shape)
+            offset = rng.uniform(0.5, 1.5, size=shape) * rng.choice([-1.0, 1.0], size=shape)
+            targets[name] = init[name] + offset
+        return init, targets
+
+    def initial_params(self, dtype: np.dtype | type) -> NumpyTree:
+        """Fresh copies of the initial params in ``dtype`` (float32 or float64)."""
+        return {name: np.asarray(value, dtype=dtype) for name, value in self._init.items()}
+
+    def _loss(self, xp: Any, params: Mapping[str, Any], constant: Callable) -> Any:
+        first = next(iter(params.values()))
+        total = xp.zeros((), dtype=first.dtype)
+        for name, p in params.items():
+            total = total + self._per_leaf(xp, p, constant(self._targets[name], p.dtype))
+        for term in self._coupling(xp, params):
+            total = total + term
+        return total
+
+    def jax_loss(self, params: Mapping[str, jax.Array]) -> jax.Array:
+        """The loss in jax.numpy; constants take each leaf's dtype so float32 stays float32."""
+        return self._loss(jnp, params, lambda value, dtype: jnp.asarray(value, dtype=dtype))
+
+    def torch_loss(self, params: Mapping[str, Any]) -> Any:
+        """The same loss in torch, term for term."""
+        import torch
+
+        return self._loss(torch, params, lambda value, dtype: torch.as_tensor(value, dtype=dtype))
+
+    def jax_loss_and_grads(self, params: Mapping[str, Any]) -> tuple[float, NumpyTree]:
+        """Loss and gradients at ``params`` (numpy or jax arrays), computed by jax, as numpy."""
+        loss, grads = self.jax_value_and_grad({k: jnp.asarray(v) for k, v in params.items()})
+        return float(loss), {name: np.asarray(g) for name, g in grads.items()}
+
+    def torch_loss_and_grads(self, params: Mapping[str, np.ndarray]) -> tuple[float, NumpyTree]:
+        """Loss and gradients at ``params`` (numpy arrays), computed by torch autograd."""
+        import torch
+
+        leaves = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+        loss = self.torch_loss(leaves)
+        loss.backward()
+        return float(loss.detach()), {name: p.grad.numpy() for name, p in leaves.items()}
 
 
-def jax_loss(params: Mapping[str, jax.Array]) -> jax.Array:
-    """The loss in jax.numpy; constants take each leaf's dtype so float32 stays float32."""
-    total = jnp.zeros((), dtype=params["scalar"].dtype)
-    for name, p in params.items():
-        c = jnp.asarray(_TARGETS[name], dtype=p.dtype)
-        total = total + jnp.sum((p - c) ** 2 * (1.0 + WIGGLE * jnp.sin(FREQUENCY * p)))
-    matrix, vector = params["matrix"], params["vector"]
-    total = total + 0.1 * params["scalar"] * jnp.sum(jnp.tanh(matrix @ vector))
-    return total + 0.05 * jnp.sum(params["tensor"] * matrix)
+def _standard_coupling(xp: Any, p: Mapping[str, Any]) -> list[Any]:
+    return [
+        0.1 * p["scalar"] * xp.sum(xp.tanh(p["matrix"] @ p["vector"])),
+        0.05 * xp.sum(p["tensor"] * p["matrix"]),
+    ]
 
 
-def torch_loss(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """The same loss in torch, term for term."""
-    import torch
-
-    total = torch.zeros((), dtype=params["scalar"].dtype)
-    for name, p in params.items():
-        c = torch.as_tensor(_TARGETS[name], dtype=p.dtype)
-        total = total + torch.sum((p - c) ** 2 * (1.0 + WIGGLE * torch.sin(FREQUENCY * p)))
-    matrix, vector = params["matrix"], params["vector"]
-    total = total + 0.1 * params["scalar"] * torch.sum(torch.tanh(matrix @ vector))
-    return total + 0.05 * torch.sum(params["tensor"] * matrix)
+def _matrices_coupling(xp: Any, p: Mapping[str, Any]) -> list[Any]:
+    return [
+        0.05 * xp.sum(xp.tanh(p["tall"] @ p["wide"])),
+        0.02 * xp.sum(p["square"]) * xp.sum(p["long"]),
+    ]
 
 
-jax_value_and_grad = jax.jit(jax.value_and_grad(jax_loss))
-"""Jitted ``params -> (loss, grads)``; compiled once per dtype and shared by every parity case."""
+def _convex_coupling(xp: Any, p: Mapping[str, Any]) -> list[Any]:
+    return [0.5 * (xp.sum(p["matrix"]) - 2.0 * xp.sum(p["vector"]) + p["scalar"]) ** 2]
 
 
-def jax_loss_and_grads(params: Mapping[str, Any]) -> tuple[float, NumpyTree]:
-    """Loss and gradients at ``params`` (numpy or jax arrays), computed by jax, as numpy."""
-    loss, grads = jax_value_and_grad({k: jnp.asarray(v) for k, v in params.items()})
-    return float(loss), {name: np.asarray(g) for name, g in grads.items()}
+STANDARD = Problem(
+    "standard",
+    {"scalar": (), "vector": (4,), "matrix": (3, 4), "tensor": (2, 3, 4)},
+    _wiggle,
+    _standard_coupling,
+)
+MATRICES = Problem(
+    "matrices",
+    {"square": (4, 4), "tall": (6, 3), "wide": (3, 6), "long": (2, 8)},
+    _wiggle,
+    _matrices_coupling,
+)
+CONVEX = Problem(
+    "convex",
+    {"scalar": (), "vector": (4,), "matrix": (3, 4)},
+    _quadratic_quartic,
+    _convex_coupling,
+)
+PROBLEMS: dict[str, Problem] = {p.name: p for p in (STANDARD, MATRICES, CONVEX)}
 
-
-def torch_loss_and_grads(params: Mapping[str, np.ndarray]) -> tuple[float, NumpyTree]:
-    """Loss and gradients at ``params`` (numpy arrays), computed by torch autograd, as numpy."""
-    import torch
-
-    leaves = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
-    loss = torch_loss(leaves)
-    loss.backward()
-    return float(loss.detach()), {name: p.grad.numpy() for name, p in leaves.items()}
+# The standard problem's functions, for the suites that use it directly.
+LEAF_SHAPES = STANDARD.leaf_shapes
+initial_params = STANDARD.initial_params
+jax_loss = STANDARD.jax_loss
+torch_loss = STANDARD.torch_loss
+jax_value_and_grad = STANDARD.jax_value_and_grad
+jax_loss_and_grads = STANDARD.jax_loss_and_grads
+torch_loss_and_grads = STANDARD.torch_loss_and_grads

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -42,23 +43,27 @@ def run_id(case_id: str, path: str) -> str:
 def make_optkit_step(
     case: Case, dtype: type[np.floating], path: str = "per-leaf"
 ) -> tuple[JaxParams, optkit.GradientTransformation, Callable]:
-    """Initial jax params, the case's transform on ``path``, and its jitted ``(params, grads,
-    state)`` step.
+    """Initial jax params, the case's transform on ``path``, and its jitted
+    ``(params, loss, grads, state)`` step.
 
     The step is jitted once per case, dtype and path; the loop in ``run_optkit`` reuses the program.
-    Gradients come from ``problem.jax_value_and_grad``, compiled once for all cases, so each case
-    compiles only its own update + apply (XLA compile time dominates the suite's run time).
+    Gradients come from the problem's ``jax_value_and_grad``, compiled once for all cases, so each
+    case compiles only its own update + apply (XLA compile time dominates the suite's run time).
+    A ``closure`` case's update also gets the loss, the gradients and the loss function, as
+    ``value=``, ``grad=`` and ``value_fn=`` (optax's extra-argument convention).
     """
     if dtype == np.float64 and not jax.config.jax_enable_x64:
         raise RuntimeError("float64 parity needs jax_enable_x64 (tests/conftest.py turns it on)")
-    params = {name: jnp.asarray(value) for name, value in problem.initial_params(dtype).items()}
-    tx = PATHS[path](case.make_optkit())
+    task = problem.PROBLEMS[case.problem]
+    params = {name: jnp.asarray(value) for name, value in task.initial_params(dtype).items()}
+    tx = case.make_optkit(dtype, PATHS[path])
 
     @jax.jit
     def step(
-        params: JaxParams, grads: JaxParams, state: optkit.OptState
+        params: JaxParams, loss: jax.Array, grads: JaxParams, state: optkit.OptState
     ) -> tuple[JaxParams, optkit.OptState]:
-        updates, state = tx.update(grads, state, params)
+        extra = {"value": loss, "grad": grads, "value_fn": task.jax_loss} if case.closure else {}
+        updates, state = tx.update(grads, state, params, **extra)
         return optkit.apply_updates(params, updates), state
 
     return params, tx, step
@@ -69,11 +74,12 @@ def run_optkit(
 ) -> Trajectory:
     """The params before and after each of ``steps`` optkit updates on ``path``, as numpy arrays."""
     params, tx, step = make_optkit_step(case, dtype, path)
+    value_and_grad = problem.PROBLEMS[case.problem].jax_value_and_grad
     state = tx.init(params)
     trajectory = [_numpy_tree(params)]
     for _ in range(steps):
-        _, grads = problem.jax_value_and_grad(params)
-        params, state = step(params, grads, state)
+        loss, grads = value_and_grad(params)
+        params, state = step(params, loss, grads, state)
         trajectory.append(_numpy_tree(params))
     return trajectory
 
@@ -82,19 +88,39 @@ def run_torch(case: Case, dtype: type[np.floating], steps: int = STEPS) -> Traje
     """The params before and after each of ``steps`` torch.optim steps, as numpy arrays."""
     import torch  # Imported here so the golden-file tests run without torch.
 
+    task = problem.PROBLEMS[case.problem]
     params = {
         name: torch.tensor(value, requires_grad=True)
-        for name, value in problem.initial_params(dtype).items()
+        for name, value in task.initial_params(dtype).items()
     }
-    optimizer = getattr(torch.optim, case.torch_optimizer)(params.values(), **case.torch_kwargs)
-    trajectory = [_numpy_tree(params)]
-    for _ in range(steps):
+    kwargs = dict(case.torch_kwargs)
+    if case.tensor_lr:
+        kwargs["lr"] = torch.tensor(kwargs["lr"], dtype=params[next(iter(params))].dtype)
+    if case.torch_groups is None:
+        spec: Any = list(params.values())
+    else:
+        spec = [
+            {"params": [params[name] for name in names], **overrides}
+            for names, overrides in case.torch_groups
+        ]
+    optimizer = getattr(torch.optim, case.torch_optimizer)(spec, **kwargs)
+
+    def closure() -> Any:
         optimizer.zero_grad()
-        problem.torch_loss(params).backward()
+        loss = task.torch_loss(params)
+        loss.backward()
         if case.torch_clip is not None:
             clip_name, threshold = case.torch_clip
             getattr(torch.nn.utils, clip_name)(params.values(), threshold)
-        optimizer.step()
+        return loss
+
+    trajectory = [_numpy_tree(params)]
+    for _ in range(steps):
+        if case.closure:
+            optimizer.step(closure)
+        else:
+            closure()
+            optimizer.step()
         trajectory.append(_numpy_tree(params))
     return trajectory
 

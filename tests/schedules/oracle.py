@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from tests.schedules.cases import PlateauCase, ScheduleCase, TorchScheduler
-from tests.torch_oracle import require_torch
+from tests.support.torch_oracle import require_torch
 
 
 def build_scheduler(optimizer: Any, spec: TorchScheduler) -> Any:

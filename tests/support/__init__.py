@@ -1,0 +1,1 @@
+"""What every test suite shares: the optimizer registry, the torch oracle, tree assertions."""
