@@ -76,12 +76,14 @@ def non_negative(name: str, value: Any, *, allow_schedule: bool = False) -> Any:
 class Range(NamedTuple):
     """The allowed values of a hyperparameter: ``[low, high]`` (``high`` excluded unless
     ``high_inclusive``); ``None`` leaves that side open. ``schedule``: a callable (a schedule of
-    the update count) is accepted too."""
+    the update count) is accepted too. ``integer``: a Python integer that fixes the transform's
+    structure (a loop count, a history length): static, never injected as an array."""
 
     low: float | None = 0.0
     high: float | None = None
     high_inclusive: bool = True
     schedule: bool = False
+    integer: bool = False
 
 
 _UNIT = Range(0.0, 1.0)
@@ -117,10 +119,30 @@ here, so a range is written once. A name means the same thing wherever it appear
 def hyperparameters(**values: Any) -> None:
     """Check each value against its entry in :data:`RANGES` (a name missing there is a bug)."""
     for name, value in values.items():
-        low, high, high_inclusive, schedule = RANGES[name]
+        low, high, high_inclusive, schedule, integer = RANGES[name]
+        if integer:
+            integer_in(name, value, low=low, high=high)
+            continue
         scalar(
             name, value, low=low, high=high, high_inclusive=high_inclusive, allow_schedule=schedule
         )
+
+
+def is_structural(name: str) -> bool:
+    """Whether ``name`` is an integer hyperparameter that fixes a transform's structure."""
+    return name in RANGES and RANGES[name].integer
+
+
+def integer_in(name: str, value: Any, *, low: float | None, high: float | None) -> int:
+    """Check ``value`` is a Python (or NumPy) integer in ``[low, high]`` and return it."""
+    shown = f"[{'-inf' if low is None else int(low)}, {'inf' if high is None else int(high)}]"
+    if (
+        not _is_int(value)
+        or (low is not None and value < low)
+        or (high is not None and value > high)
+    ):
+        raise ValueError(f"{name} must be an integer in {shown}, got {value!r}.")
+    return int(value)
 
 
 def boolean(name: str, value: Any) -> bool:

@@ -78,7 +78,8 @@ def inject_hyperparams(
     - numeric (Python numbers, NumPy and JAX scalars): stored in ``state.hyperparams``;
     - callables: schedules of the 0-based update count, evaluated each update, their outputs
       stored in ``state.scheduled``;
-    - bools, strings, ``None`` and names listed in ``static_args``: passed through unchanged
+    - bools, strings, ``None``, integer arguments that fix the optimizer's structure (a loop
+      count, a history length) and names listed in ``static_args``: passed through unchanged
       (use ``static_args`` for a callable that is not a schedule, such as adamw's ``mask``).
 
     A numeric hyperparameter is never pruned from the chain, even at zero: ``momentum=0.0``
@@ -100,7 +101,8 @@ def inject_hyperparams(
         numeric = {}
         schedules = {}
         for name, value in kwargs.items():
-            if name in static_names or not (_is_numeric(value) or callable(value)):
+            structural = _validation.is_structural(name)
+            if name in static_names or structural or not (_is_numeric(value) or callable(value)):
                 static[name] = value
             elif callable(value):
                 schedules[name] = value

@@ -15,7 +15,6 @@ depends on the monitored loss, not on the count, so it is a transform instead:
 ``optkit.reduce_lr_on_plateau``.
 """
 
-from optkit.schedules.sequence import join_schedules, sequential_lr
 from optkit.schedules.cosine import (
     cosine_annealing_lr,
     cosine_annealing_warm_restarts,
@@ -31,6 +30,7 @@ from optkit.schedules.decay import (
     polynomial_lr,
     step_lr,
 )
+from optkit.schedules.sequence import join_schedules, sequential_lr
 
 __all__ = [
     "constant_lr",

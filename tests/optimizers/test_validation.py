@@ -23,7 +23,9 @@ from tests.support.registry import BY_NAME, NAMES, REGISTRY
 
 def _bad_and_good(name: str) -> tuple[list, list, str]:
     """Values outside and inside a hyperparameter's range, and the start of the message."""
-    low, high, high_inclusive, _ = _validation.RANGES[name]
+    low, high, high_inclusive, _, integer = _validation.RANGES[name]
+    if integer:
+        return _bad_and_good_integers(name, low, high)
     bad: list = [math.nan]
     good: list = []
     if low is not None:
@@ -40,6 +42,19 @@ def _bad_and_good(name: str) -> tuple[list, list, str]:
     shown_high = "inf" if high is None else high
     upper = "]" if high_inclusive else ")"
     return bad, good, re.escape(f"{name} must be in [{shown_low}, {shown_high}{upper}")
+
+
+def _bad_and_good_integers(name: str, low, high) -> tuple[list, list, str]:
+    bad: list = [1.5, math.nan, np.float32(2.0), True]
+    good: list = []
+    if low is not None:
+        bad.append(int(low) - 1)
+        good += [int(low), int(low) + 1]
+    if high is not None:
+        bad.append(int(high) + 1)
+        good.append(int(high))
+    shown = f"[{'-inf' if low is None else int(low)}, {'inf' if high is None else int(high)}]"
+    return bad, good, re.escape(f"{name} must be an integer in {shown}")
 
 
 # (optimizer, argument): every numeric argument of every registry row.

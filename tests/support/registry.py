@@ -53,6 +53,10 @@ class OptimizerInfo:
         closure: The update needs the loss function (``value_fn=``), as torch's
             ``step(closure)`` does.
         flatten: Whether the math is elementwise per leaf, so ``optkit.flatten`` keeps it.
+        build: How :meth:`make` builds the optimizer for any parameter tree from the factory and
+            keyword arguments. The generic suites' trees have leaves of several ranks; an
+            optimizer of matrices (Muon) is built inside ``optkit.partition`` with another
+            optimizer for the other leaves, as a user would.
     """
 
     name: str
@@ -67,14 +71,17 @@ class OptimizerInfo:
     problem: str = "standard"
     closure: bool = False
     flatten: bool = True
+    build: Callable[
+        [Callable[..., optkit.GradientTransformation], Kwargs], optkit.GradientTransformation
+    ] = lambda factory, kwargs: factory(**kwargs)
 
     @property
     def factory(self) -> Callable[..., optkit.GradientTransformation]:
         return getattr(optkit, self.name)
 
     def make(self, **overrides: Any) -> optkit.GradientTransformation:
-        """The typical set-up, with ``overrides`` applied."""
-        return self.factory(**{**self.typical, **overrides})
+        """The typical set-up, with ``overrides`` applied, built for any parameter tree."""
+        return self.build(self.factory, {**self.typical, **overrides})
 
     def default(self, name: str) -> Any:
         """The factory's default for argument ``name``."""
