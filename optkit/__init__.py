@@ -35,6 +35,7 @@ from optkit.combinators.masking import (
     partition,
 )
 from optkit.combinators.param_groups import ParamGroupsState, Selector, param_groups
+from optkit.optimizers.adadelta import ScaleByAdadeltaState, adadelta, scale_by_adadelta
 from optkit.optimizers.adagrad import ScaleByRssState, adagrad, scale_by_rss
 from optkit.optimizers.adam import ScaleByAdamState, adam, adamw, scale_by_adam
 from optkit.optimizers.rmsprop import ScaleByRmsState, rmsprop, scale_by_rms
@@ -61,6 +62,7 @@ __all__ = [
     "ReduceLROnPlateauState",
     "Scalar",
     "ScalarOrSchedule",
+    "ScaleByAdadeltaState",
     "ScaleByAdamState",
     "ScaleByRmsState",
     "ScaleByRssState",
@@ -69,6 +71,7 @@ __all__ = [
     "Selector",
     "TraceState",
     "Updates",
+    "adadelta",
     "adagrad",
     "adam",
     "adamw",
@@ -90,6 +93,7 @@ __all__ = [
     "reduce_lr_on_plateau",
     "rmsprop",
     "scale",
+    "scale_by_adadelta",
     "scale_by_adam",
     "scale_by_learning_rate",
     "scale_by_rms",

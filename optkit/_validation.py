@@ -108,6 +108,7 @@ RANGES: dict[str, Range] = {
     "b1": _DECAY,
     "b2": _DECAY,
     "alpha": _UNIT,
+    "rho": _UNIT,
     # Accumulators.
     "initial_accumulator_value": Range(),
 }
