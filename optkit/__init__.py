@@ -38,6 +38,7 @@ from optkit.combinators.param_groups import ParamGroupsState, Selector, param_gr
 from optkit.optimizers.adadelta import ScaleByAdadeltaState, adadelta, scale_by_adadelta
 from optkit.optimizers.adagrad import ScaleByRssState, adagrad, scale_by_rss
 from optkit.optimizers.adam import ScaleByAdamState, adam, adamw, scale_by_adam
+from optkit.optimizers.adamax import ScaleByAdamaxState, adamax, scale_by_adamax
 from optkit.optimizers.rmsprop import ScaleByRmsState, rmsprop, scale_by_rms
 from optkit.optimizers.sgd import sgd
 from optkit.transforms.clipping import clip, clip_by_global_norm, global_norm
@@ -64,6 +65,7 @@ __all__ = [
     "ScalarOrSchedule",
     "ScaleByAdadeltaState",
     "ScaleByAdamState",
+    "ScaleByAdamaxState",
     "ScaleByRmsState",
     "ScaleByRssState",
     "ScaleByScheduleState",
@@ -74,6 +76,7 @@ __all__ = [
     "adadelta",
     "adagrad",
     "adam",
+    "adamax",
     "adamw",
     "add_decayed_weights",
     "add_l2_decay",
@@ -95,6 +98,7 @@ __all__ = [
     "scale",
     "scale_by_adadelta",
     "scale_by_adam",
+    "scale_by_adamax",
     "scale_by_learning_rate",
     "scale_by_rms",
     "scale_by_rss",

@@ -8,26 +8,14 @@ import numpy as np
 import pytest
 
 import optkit
+from tests.support.torch_buffers import (
+    START,
+    assert_buffers_match_torch,
+    find_state,
+    gradient,
+    torch_params,
+)
 from tests.support.torch_oracle import require_torch
-
-_rng = np.random.default_rng(7)
-START = {"w": _rng.normal(size=(3, 4)), "b": _rng.normal(size=(4,))}
-
-
-def gradient(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Of sum(p**2 + cos(p)): non-convex, the same numpy function for both frameworks."""
-    return {name: 2 * p - np.sin(p) for name, p in params.items()}
-
-
-def adadelta_state(state: optkit.OptState) -> optkit.ScaleByAdadeltaState:
-    (found,) = (
-        s
-        for s in jax.tree.leaves(
-            state, is_leaf=lambda s: isinstance(s, optkit.ScaleByAdadeltaState)
-        )
-        if isinstance(s, optkit.ScaleByAdadeltaState)
-    )
-    return found
 
 
 @pytest.mark.torch
@@ -35,29 +23,13 @@ def test_buffers_are_torchs_square_avg_and_acc_delta():
     """Checkpoints convert one to one: after each step the state holds torch's buffers."""
     torch = require_torch()
     kwargs = {"rho": 0.8, "eps": 1e-4, "weight_decay": 0.1}
-    tensors = {name: torch.tensor(value, requires_grad=True) for name, value in START.items()}
-    optimizer = torch.optim.Adadelta(list(tensors.values()), lr=2.0, **kwargs)
-    tx = optkit.adadelta(learning_rate=2.0, **kwargs)
-    params = {name: jnp.asarray(value) for name, value in START.items()}
-    state = tx.init(params)
-    for _ in range(10):
-        for name, grad in gradient({k: t.detach().numpy() for k, t in tensors.items()}).items():
-            tensors[name].grad = torch.tensor(grad)
-        optimizer.step()
-        grads = {k: jnp.asarray(g) for k, g in gradient(jax.tree.map(np.asarray, params)).items()}
-        updates, state = tx.update(grads, state, params)
-        params = optkit.apply_updates(params, updates)
-
-        buffers = adadelta_state(state)
-        for name, tensor in tensors.items():
-            expected = optimizer.state[tensor]
-            np.testing.assert_allclose(params[name], tensor.detach().numpy(), rtol=1e-12)
-            np.testing.assert_allclose(
-                buffers.square_avg[name], expected["square_avg"].numpy(), rtol=1e-12
-            )
-            np.testing.assert_allclose(
-                buffers.acc_delta[name], expected["acc_delta"].numpy(), rtol=1e-12
-            )
+    assert_buffers_match_torch(
+        torch,
+        torch.optim.Adadelta(torch_params(torch), lr=2.0, **kwargs),
+        optkit.adadelta(learning_rate=2.0, **kwargs),
+        optkit.ScaleByAdadeltaState,
+        {"square_avg": "square_avg", "acc_delta": "acc_delta"},
+    )
 
 
 def test_learning_rate_scales_the_steps_but_not_their_history():
@@ -72,7 +44,8 @@ def test_learning_rate_scales_the_steps_but_not_their_history():
         for name in START:
             np.testing.assert_allclose(updates_five[name], 5.0 * updates_one[name], rtol=1e-15)
     assert jax.tree.all(jax.tree.map(np.array_equal, state_one, state_five))
-    assert np.all(np.asarray(adadelta_state(state_one).acc_delta["w"]) > 0)
+    acc_delta = find_state(state_one, optkit.ScaleByAdadeltaState).acc_delta
+    assert np.all(np.asarray(acc_delta["w"]) > 0)
 
 
 def test_zero_eps_never_moves():

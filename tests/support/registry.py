@@ -186,6 +186,17 @@ def _adadelta(draw):
     return hp, {}
 
 
+@st.composite
+def _adamax(draw):
+    hp = {
+        "b1": draw(zero_or(0.01, 0.99)),
+        "b2": draw(zero_or(0.01, 0.999)),
+        "eps": draw(EPS),
+        "weight_decay": draw(WEIGHT_DECAY),
+    }
+    return hp, {}
+
+
 # --- the rows ---------------------------------------------------------------------------------
 # The amsgrad variants use b2=0.9 so the second moment actually shrinks and the running max
 # differs from plain Adam. Rows with maximize use smaller learning rates: gradient ascent on the
@@ -386,7 +397,39 @@ ADADELTA = OptimizerInfo(
     ),
 )
 
-REGISTRY: tuple[OptimizerInfo, ...] = (SGD, ADAM, ADAMW, ADAGRAD, RMSPROP, ADADELTA)
+# Adamax's eps is added to |g| inside the maximum: "eps_in_max" makes it larger than most
+# gradient entries late in the run, with a short-memory norm (b2 = 0.5), so adding it anywhere
+# else would show; its b1 < 0.5 takes torch's other lerp formula.
+ADAMAX = OptimizerInfo(
+    name="adamax",
+    torch_class="Adamax",
+    docs_page="adamax.md",
+    variants={
+        "plain": {"learning_rate": 0.02},
+        "betas_eps": {"learning_rate": 0.02, "b1": 0.8, "b2": 0.9, "eps": 1e-3},
+        "eps_in_max": {"learning_rate": 0.05, "b1": 0.3, "b2": 0.5, "eps": 0.5},
+        "weight_decay": {"learning_rate": 0.02, "weight_decay": 0.1},
+        "maximize": {"learning_rate": 0.01, "maximize": True},
+        "combined": {
+            "learning_rate": 0.02,
+            "b1": 0.8,
+            "b2": 0.9,
+            "eps": 1e-3,
+            "weight_decay": 0.1,
+            "maximize": True,
+        },
+    },
+    typical={"learning_rate": 2e-2, "b2": 0.99, "weight_decay": 1e-4},
+    group_overrides={"learning_rate": 0.01, "b1": 0.8},
+    bfloat16_learning_rate=0.1,
+    hyperparameters=_adamax,
+    runtime_changes=(
+        {"b1": 0.8, "b2": 0.99, "weight_decay": 0.1},
+        {"eps": 1e-2, "learning_rate": 0.01},
+    ),
+)
+
+REGISTRY: tuple[OptimizerInfo, ...] = (SGD, ADAM, ADAMW, ADAGRAD, RMSPROP, ADADELTA, ADAMAX)
 BY_NAME: dict[str, OptimizerInfo] = {info.name: info for info in REGISTRY}
 NAMES: list[str] = list(BY_NAME)
 if len(BY_NAME) != len(REGISTRY):
