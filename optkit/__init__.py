@@ -38,6 +38,7 @@ from optkit.combinators.param_groups import ParamGroupsState, Selector, param_gr
 from optkit.optimizers.adagrad import ScaleByRssState, adagrad, scale_by_rss
 from optkit.optimizers.adam import ScaleByAdamState, adam, adamw, scale_by_adam
 from optkit.optimizers.nadam import ScaleByNadamState, nadam, scale_by_nadam
+from optkit.optimizers.radam import ScaleByRadamState, radam, scale_by_radam
 from optkit.optimizers.rmsprop import ScaleByRmsState, rmsprop, scale_by_rms
 from optkit.optimizers.sgd import sgd
 from optkit.transforms.clipping import clip, clip_by_global_norm, global_norm
@@ -64,6 +65,7 @@ __all__ = [
     "ScalarOrSchedule",
     "ScaleByAdamState",
     "ScaleByNadamState",
+    "ScaleByRadamState",
     "ScaleByRmsState",
     "ScaleByRssState",
     "ScaleByScheduleState",
@@ -90,12 +92,14 @@ __all__ = [
     "negate",
     "param_groups",
     "partition",
+    "radam",
     "reduce_lr_on_plateau",
     "rmsprop",
     "scale",
     "scale_by_adam",
     "scale_by_learning_rate",
     "scale_by_nadam",
+    "scale_by_radam",
     "scale_by_rms",
     "scale_by_rss",
     "schedules",
