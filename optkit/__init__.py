@@ -39,6 +39,8 @@ from optkit.optimizers.adadelta import ScaleByAdadeltaState, adadelta, scale_by_
 from optkit.optimizers.adagrad import ScaleByRssState, adagrad, scale_by_rss
 from optkit.optimizers.adam import ScaleByAdamState, adam, adamw, scale_by_adam
 from optkit.optimizers.adamax import ScaleByAdamaxState, adamax, scale_by_adamax
+from optkit.optimizers.nadam import ScaleByNadamState, nadam, scale_by_nadam
+from optkit.optimizers.radam import ScaleByRadamState, radam, scale_by_radam
 from optkit.optimizers.rmsprop import ScaleByRmsState, rmsprop, scale_by_rms
 from optkit.optimizers.sgd import sgd
 from optkit.transforms.clipping import clip, clip_by_global_norm, global_norm
@@ -66,6 +68,8 @@ __all__ = [
     "ScaleByAdadeltaState",
     "ScaleByAdamState",
     "ScaleByAdamaxState",
+    "ScaleByNadamState",
+    "ScaleByRadamState",
     "ScaleByRmsState",
     "ScaleByRssState",
     "ScaleByScheduleState",
@@ -90,9 +94,11 @@ __all__ = [
     "identity",
     "inject_hyperparams",
     "masked",
+    "nadam",
     "negate",
     "param_groups",
     "partition",
+    "radam",
     "reduce_lr_on_plateau",
     "rmsprop",
     "scale",
@@ -100,6 +106,8 @@ __all__ = [
     "scale_by_adam",
     "scale_by_adamax",
     "scale_by_learning_rate",
+    "scale_by_nadam",
+    "scale_by_radam",
     "scale_by_rms",
     "scale_by_rss",
     "schedules",

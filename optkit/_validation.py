@@ -103,6 +103,7 @@ RANGES: dict[str, Range] = {
     "max_delta": Range(),
     # Momentum and moving averages.
     "momentum": Range(),
+    "momentum_decay": Range(),
     "decay": Range(),
     "dampening": _UNIT,
     "b1": _DECAY,

@@ -53,6 +53,11 @@ class OptimizerInfo:
         closure: The update needs the loss function (``value_fn=``), as torch's
             ``step(closure)`` does.
         flatten: Whether the math is elementwise per leaf, so ``optkit.flatten`` keeps it.
+        scalar_state_dtypes: State fields holding a scalar whose dtype does not follow the
+            params', by field name: torch keeps some per-parameter scalars in
+            ``_get_scalar_dtype()`` (float32) even for float64 params, e.g. NAdam's
+            ``{"mu_product": "float32"}``. The dtype suite checks them against this instead of
+            the params' dtype (the int32 update counts ``count`` need no entry).
         build: How :meth:`make` builds the optimizer for any parameter tree from the factory and
             keyword arguments. The generic suites' trees have leaves of several ranks; an
             optimizer of matrices (Muon) is built inside ``optkit.partition`` with another
@@ -71,6 +76,7 @@ class OptimizerInfo:
     problem: str = "standard"
     closure: bool = False
     flatten: bool = True
+    scalar_state_dtypes: Mapping[str, str] = dataclasses.field(default_factory=dict)
     build: Callable[
         [Callable[..., optkit.GradientTransformation], Kwargs], optkit.GradientTransformation
     ] = lambda factory, kwargs: factory(**kwargs)
@@ -174,6 +180,29 @@ def _rmsprop(draw):
         "momentum": draw(zero_or(0.05, 0.95)),
     }
     return hp, {"centered": centered}
+
+
+@st.composite
+def _nadam(draw):
+    hp = {
+        "b1": draw(zero_or(0.01, 0.99)),
+        "b2": draw(zero_or(0.01, 0.999)),
+        "eps": draw(EPS),
+        "weight_decay": draw(WEIGHT_DECAY),
+        "momentum_decay": draw(zero_or(1e-4, 0.5)),
+    }
+    return hp, {"decoupled_weight_decay": draw(st.booleans())}
+
+
+@st.composite
+def _radam(draw):
+    hp = {
+        "b1": draw(zero_or(0.01, 0.99)),
+        "b2": draw(zero_or(0.01, 0.999)),
+        "eps": draw(EPS),
+        "weight_decay": draw(WEIGHT_DECAY),
+    }
+    return hp, {"decoupled_weight_decay": draw(st.booleans())}
 
 
 @st.composite
@@ -365,6 +394,103 @@ RMSPROP = OptimizerInfo(
     ),
 )
 
+# momentum_decay=0.1 makes the schedule mu_t visibly warm up within the 30 parity steps (at the
+# default 4e-3 it barely moves: 0.96**(30 * 4e-3) = 0.995).
+NADAM = OptimizerInfo(
+    name="nadam",
+    torch_class="NAdam",
+    docs_page="nadam.md",
+    variants={
+        "plain": {"learning_rate": 0.01},
+        "betas_eps": {"learning_rate": 0.01, "b1": 0.8, "b2": 0.99, "eps": 1e-4},
+        "momentum_decay": {"learning_rate": 0.01, "momentum_decay": 0.1},
+        "weight_decay": {"learning_rate": 0.01, "weight_decay": 0.1},
+        "decoupled_weight_decay": {
+            "learning_rate": 0.01,
+            "weight_decay": 0.1,
+            "decoupled_weight_decay": True,
+        },
+        "maximize": {"learning_rate": 0.01, "maximize": True},
+        "combined_coupled": {
+            "learning_rate": 0.01,
+            "b1": 0.8,
+            "b2": 0.99,
+            "eps": 1e-4,
+            "weight_decay": 0.1,
+            "momentum_decay": 0.1,
+            "maximize": True,
+        },
+        "combined_decoupled": {
+            "learning_rate": 0.01,
+            "b1": 0.8,
+            "b2": 0.99,
+            "eps": 1e-4,
+            "weight_decay": 0.1,
+            "momentum_decay": 0.1,
+            "decoupled_weight_decay": True,
+            "maximize": True,
+        },
+    },
+    typical={
+        "learning_rate": 1e-2,
+        "b2": 0.99,
+        "weight_decay": 1e-2,
+        "decoupled_weight_decay": True,
+    },
+    group_overrides={"learning_rate": 0.005, "momentum_decay": 0.1},
+    bfloat16_learning_rate=0.1,
+    hyperparameters=_nadam,
+    scalar_state_dtypes={"mu_product": "float32"},
+    runtime_changes=(
+        {"b1": 0.8, "momentum_decay": 0.1, "weight_decay": 0.1},
+        {"b2": 0.9, "eps": 1e-4, "learning_rate": 0.02},
+    ),
+)
+
+# Every variant's b2 leaves the first 5 or 6 steps unrectified (SGD with momentum) and rectifies
+# the rest, so both branches run in the 30 parity steps (tests/optimizers/test_radam.py checks).
+RADAM = OptimizerInfo(
+    name="radam",
+    torch_class="RAdam",
+    docs_page="radam.md",
+    variants={
+        "plain": {"learning_rate": 0.02},
+        "betas_eps": {"learning_rate": 0.02, "b1": 0.8, "b2": 0.9, "eps": 1e-4},
+        "weight_decay": {"learning_rate": 0.02, "weight_decay": 0.1},
+        "decoupled_weight_decay": {
+            "learning_rate": 0.02,
+            "weight_decay": 0.1,
+            "decoupled_weight_decay": True,
+        },
+        "maximize": {"learning_rate": 0.01, "maximize": True},
+        "combined_coupled": {
+            "learning_rate": 0.01,
+            "b1": 0.8,
+            "b2": 0.8,
+            "eps": 1e-4,
+            "weight_decay": 0.1,
+            "maximize": True,
+        },
+        "combined_decoupled": {
+            "learning_rate": 0.01,
+            "b1": 0.8,
+            "b2": 0.9,
+            "eps": 1e-4,
+            "weight_decay": 0.1,
+            "decoupled_weight_decay": True,
+            "maximize": True,
+        },
+    },
+    typical={"learning_rate": 3e-2, "b2": 0.99, "weight_decay": 1e-4},
+    group_overrides={"learning_rate": 0.01, "b2": 0.9},
+    bfloat16_learning_rate=0.1,
+    hyperparameters=_radam,
+    runtime_changes=(
+        {"b1": 0.8, "b2": 0.9, "weight_decay": 0.1},
+        {"eps": 1e-4, "learning_rate": 0.02},
+    ),
+)
+
 # Adadelta's steps start at sqrt(eps / (1 - rho)) (about 0.003 at the defaults) and grow as the
 # average of past steps does: the default learning rate of 1 moves the parity leaves only ~0.1
 # in 30 steps, so most variants use 10 or a larger eps. rho = 1 (allowed, as in torch) freezes
@@ -429,7 +555,17 @@ ADAMAX = OptimizerInfo(
     ),
 )
 
-REGISTRY: tuple[OptimizerInfo, ...] = (SGD, ADAM, ADAMW, ADAGRAD, RMSPROP, ADADELTA, ADAMAX)
+REGISTRY: tuple[OptimizerInfo, ...] = (
+    SGD,
+    ADAM,
+    ADAMW,
+    ADAGRAD,
+    RMSPROP,
+    ADADELTA,
+    ADAMAX,
+    NADAM,
+    RADAM,
+)
 BY_NAME: dict[str, OptimizerInfo] = {info.name: info for info in REGISTRY}
 NAMES: list[str] = list(BY_NAME)
 if len(BY_NAME) != len(REGISTRY):
