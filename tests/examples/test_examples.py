@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import matplotlib.image
 import numpy as np
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+from tests.support.examples import EXAMPLES, load_example
+
 OPTIMIZER_NAMES = {
     "SGD",
     "SGD momentum",
@@ -30,17 +29,6 @@ OPTIMIZER_NAMES = {
 def examples_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
     # Examples import train_digits's data and model, as they do when run as scripts.
     monkeypatch.syspath_prepend(str(EXAMPLES))
-
-
-def load_example(name: str) -> ModuleType:
-    # examples/ is a folder of scripts, not a package, so load the file by path. Flax's module
-    # dataclasses look their defining module up in sys.modules, so register it first.
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def assert_is_plot(path: Path) -> None:
