@@ -35,6 +35,12 @@ from optkit.combinators.masking import (
     partition,
 )
 from optkit.combinators.param_groups import ParamGroupsState, Selector, param_groups
+from optkit.optimizers.adafactor import (
+    ScaleByAdafactorState,
+    adafactor,
+    scale_by_adafactor,
+    scale_by_relative_step_size,
+)
 from optkit.optimizers.adagrad import ScaleByRssState, adagrad, scale_by_rss
 from optkit.optimizers.adam import ScaleByAdamState, adam, adamw, scale_by_adam
 from optkit.optimizers.rmsprop import ScaleByRmsState, rmsprop, scale_by_rms
@@ -61,6 +67,7 @@ __all__ = [
     "ReduceLROnPlateauState",
     "Scalar",
     "ScalarOrSchedule",
+    "ScaleByAdafactorState",
     "ScaleByAdamState",
     "ScaleByRmsState",
     "ScaleByRssState",
@@ -69,6 +76,7 @@ __all__ = [
     "Selector",
     "TraceState",
     "Updates",
+    "adafactor",
     "adagrad",
     "adam",
     "adamw",
@@ -90,8 +98,10 @@ __all__ = [
     "reduce_lr_on_plateau",
     "rmsprop",
     "scale",
+    "scale_by_adafactor",
     "scale_by_adam",
     "scale_by_learning_rate",
+    "scale_by_relative_step_size",
     "scale_by_rms",
     "scale_by_rss",
     "schedules",
