@@ -36,6 +36,12 @@ from optkit.combinators.masking import (
 )
 from optkit.combinators.param_groups import ParamGroupsState, Selector, param_groups
 from optkit.optimizers.adadelta import ScaleByAdadeltaState, adadelta, scale_by_adadelta
+from optkit.optimizers.adafactor import (
+    ScaleByAdafactorState,
+    adafactor,
+    scale_by_adafactor,
+    scale_by_relative_step_size,
+)
 from optkit.optimizers.adagrad import ScaleByRssState, adagrad, scale_by_rss
 from optkit.optimizers.adam import ScaleByAdamState, adam, adamw, scale_by_adam
 from optkit.optimizers.adamax import ScaleByAdamaxState, adamax, scale_by_adamax
@@ -66,6 +72,7 @@ __all__ = [
     "Scalar",
     "ScalarOrSchedule",
     "ScaleByAdadeltaState",
+    "ScaleByAdafactorState",
     "ScaleByAdamState",
     "ScaleByAdamaxState",
     "ScaleByNadamState",
@@ -78,6 +85,7 @@ __all__ = [
     "TraceState",
     "Updates",
     "adadelta",
+    "adafactor",
     "adagrad",
     "adam",
     "adamax",
@@ -103,11 +111,13 @@ __all__ = [
     "rmsprop",
     "scale",
     "scale_by_adadelta",
+    "scale_by_adafactor",
     "scale_by_adam",
     "scale_by_adamax",
     "scale_by_learning_rate",
     "scale_by_nadam",
     "scale_by_radam",
+    "scale_by_relative_step_size",
     "scale_by_rms",
     "scale_by_rss",
     "schedules",

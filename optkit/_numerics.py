@@ -41,3 +41,15 @@ def lerp(start: jax.Array, end: jax.Array, weight: Any) -> jax.Array:
     """torch's ``start.lerp_(end, weight)`` as its CPU kernel computes it for ``|weight| < 0.5``
     (every moving average's ``1 - beta``): ``start + weight * (end - start)``."""
     return start + weight * (end - start)
+
+
+def lerp_any_weight(start: jax.Array, end: jax.Array, weight: Any) -> jax.Array:
+    """torch's ``start.lerp_(end, weight)`` for a weight that may be 0.5 or more (a schedule).
+
+    torch's CPU kernel switches formula at ``|weight| = 0.5``, so a weight of 1 returns ``end``
+    exactly: ``start + weight * (end - start)`` below, ``end + (weight - 1) * (end - start)``
+    from there on. ``weight`` may be traced; both branches are one select.
+    """
+    small = jnp.abs(weight) < 0.5
+    base = jnp.where(small, start, end)
+    return base + jnp.where(small, weight, weight - 1) * (end - start)

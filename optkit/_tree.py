@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
@@ -132,6 +134,65 @@ def full_like(params: Any, value: Any, dtype: Any = None) -> Any:
         return jnp.where(False, p.astype(filled.dtype), filled)
 
     return jax.tree.map(fill, params)
+
+
+def reduced_zeros(param: jax.Array, axis: int) -> jax.Array:
+    """Zeros shaped like ``param`` with ``axis`` reduced to size 1, in the param's dtype: the
+    buffer of a statistic taken over that axis (Adafactor's row and column second moments).
+
+    Placed like the param along its other axes and replicated along ``axis`` (a size-1 axis
+    cannot be split): eagerly from a committed param's sharding; under ``jit`` through a (never
+    taken) data dependency on a one-wide slice of the param, which sharding propagation places
+    that way without any collective (see :func:`full_like`).
+    """
+    axis = axis % param.ndim
+    shape = (*param.shape[:axis], 1, *param.shape[axis + 1 :])
+
+    def traced(p: jax.Array) -> jax.Array:
+        zeros = jnp.zeros(shape, p.dtype)
+        return jnp.where(False, jax.lax.slice_in_dim(p, 0, 1, axis=axis), zeros)
+
+    if isinstance(param, jax.core.Tracer):
+        return traced(param)
+    if not is_committed(param):
+        return jnp.zeros(shape, param.dtype)
+    sharding = param.sharding
+    if isinstance(sharding, NamedSharding):
+        spec = list(sharding.spec) + [None] * (param.ndim - len(sharding.spec))
+        spec[axis] = None
+        placed = NamedSharding(
+            sharding.mesh, PartitionSpec(*spec), memory_kind=sharding.memory_kind
+        )
+        return jnp.zeros(shape, param.dtype, device=placed)
+    if len(sharding.device_set) == 1:
+        return jnp.zeros(shape, param.dtype, device=sharding)
+    return jax.jit(traced)(param)
+
+
+_FLATTENED: contextvars.ContextVar[bool] = contextvars.ContextVar("optkit_flattened", default=False)
+
+
+@contextlib.contextmanager
+def flattened_leaves() -> Iterator[None]:
+    """Mark the trees that transforms see inside as flat vectors standing in for the params'
+    leaves (``optkit.flatten`` runs its inner transform in this context)."""
+    token = _FLATTENED.set(True)
+    try:
+        yield
+    finally:
+        _FLATTENED.reset(token)
+
+
+def require_own_leaves(where: str) -> None:
+    """Fail inside ``optkit.flatten``: for transforms whose math depends on each leaf's shape
+    (row and column statistics, per-leaf norms), which a flat vector per dtype would silently
+    change."""
+    if _FLATTENED.get():
+        raise ValueError(
+            f"{where} cannot run inside optkit.flatten: its math depends on each leaf's shape "
+            "(per-leaf norms, row and column statistics), and flatten would hand it one flat "
+            "vector per dtype instead, silently changing the result. Use it without flatten."
+        )
 
 
 def cast_like(value: jax.Array, reference: jax.Array) -> jax.Array:

@@ -99,6 +99,9 @@ RANGES: dict[str, Range] = {
     # Denominator offsets and thresholds.
     "eps": Range(),
     "eps_root": Range(),
+    "eps1": Range(),  # Adafactor's floor of the root second moment: eps[0]
+    "eps2": Range(),  # Adafactor's floor of the parameter scale: eps[1]
+    "d": Range(low=1.0),  # Adafactor's update-clipping threshold
     "max_norm": Range(),
     "max_delta": Range(),
     # Momentum and moving averages.
@@ -110,6 +113,7 @@ RANGES: dict[str, Range] = {
     "b2": _DECAY,
     "alpha": _UNIT,
     "rho": _UNIT,
+    "beta2_decay": Range(low=None, high=0.0),  # Adafactor: 1 - beta2_t = t**beta2_decay
     # Accumulators.
     "initial_accumulator_value": Range(),
 }

@@ -201,6 +201,12 @@ def flatten(
     ``param_groups(lambda **kw: flatten(adamw(**kw)), groups, ...)``. For params sharded
     across devices keep the per-leaf path: concatenating sharded leaves gathers them.
 
+    Only elementwise math keeps its meaning on a flat vector. Transforms whose math depends on
+    each leaf's shape (:func:`optkit.adafactor` and its primitives: row and column statistics,
+    per-leaf norms) refuse to run inside ``flatten`` and raise a ``ValueError`` at ``init``
+    instead of silently computing something else. ``optax.flatten`` cannot tell: do not wrap
+    them in it.
+
     Args:
         inner: the transform to run on the flat vectors (any optkit or optax transform).
         max_flat_size: leaves with more elements than this are kept whole, a group of their own
@@ -210,10 +216,10 @@ def flatten(
         A transform with state :class:`FlattenState`.
 
     Raises:
-        ValueError: at ``update``, if a param's dtype differs from its update's (leaves are
-            grouped by dtype) or the params tree does not match; at ``init`` or ``update``, if
-            one dtype's small leaves hold more than ``2**31 - 1`` elements together (int32
-            offsets).
+        ValueError: at ``init`` or ``update``, if ``inner`` depends on each leaf's shape
+            (:func:`optkit.adafactor`) or one dtype's small leaves hold more than ``2**31 - 1``
+            elements together (int32 offsets); at ``update``, if a param's dtype differs from
+            its update's (leaves are grouped by dtype) or the params tree does not match.
 
     Examples:
         >>> import jax.numpy as jnp, optkit
@@ -233,7 +239,8 @@ def flatten(
 
     def init(params: Params) -> FlattenState:
         leaves, layout = _layout(params, max_flat_size)
-        return FlattenState(inner_state=inner.init(_concatenate(leaves, layout)))
+        with _tree.flattened_leaves():
+            return FlattenState(inner_state=inner.init(_concatenate(leaves, layout)))
 
     def update(
         updates: Updates, state: FlattenState, params: Params | None = None, **extra_args: Any
@@ -247,9 +254,10 @@ def flatten(
             flat_params = _concatenate(jax.tree.leaves(params), layout)
         if not forward_extra:
             extra_args = {}
-        flat_updates, inner_state = inner.update(
-            _concatenate(leaves, layout), state.inner_state, flat_params, **extra_args
-        )
+        with _tree.flattened_leaves():
+            flat_updates, inner_state = inner.update(
+                _concatenate(leaves, layout), state.inner_state, flat_params, **extra_args
+            )
         new_leaves = _split(flat_updates, layout, "flatten")
         return jax.tree.unflatten(treedef, new_leaves), FlattenState(inner_state=inner_state)
 

@@ -140,6 +140,31 @@ def test_matches_per_leaf_under_jit(name: str) -> None:
     assert_matches_per_leaf(flat[:2], per_leaf[:2])  # params and last updates
 
 
+# Registry rows whose math flatten would change (per-leaf shapes and norms): wrapped in flatten,
+# they must fail, wherever they sit inside it, never return another optimizer's result.
+NOT_FLATTENED = {info.name: info.make for info in REGISTRY if not info.flatten}
+
+
+@pytest.mark.parametrize("name", NOT_FLATTENED)
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda tx: optkit.flatten(tx),
+        lambda tx: optkit.flatten(optkit.chain(optkit.clip(1.0), tx), max_flat_size=10),
+        lambda tx: optkit.flatten(
+            optkit.masked(tx, lambda tree: jax.tree.map(lambda _: True, tree))
+        ),
+    ],
+    ids=["direct", "in_chain_large_leaves_whole", "masked"],
+)
+def test_optimizers_that_read_leaf_shapes_refuse_flatten(name: str, wrap: Callable) -> None:
+    tx = wrap(NOT_FLATTENED[name]())
+    with pytest.raises(ValueError, match=r"cannot run inside optkit\.flatten"):
+        tx.init(mixed_tree())
+    # The per-leaf path of the same transform works.
+    train(NOT_FLATTENED[name](), mixed_tree(), steps=1)
+
+
 # --- state layout ------------------------------------------------------------------------------
 
 

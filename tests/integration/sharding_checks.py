@@ -4,8 +4,8 @@ XLA reads ``--xla_force_host_platform_device_count`` once, when JAX starts, so t
 fresh interpreter (``python sharding_checks.py GROUP``) that prints one JSON object of observations
 for pytest to assert on. Groups:
 
-- ``init``: ``jax.jit(tx.init)`` on model-sharded and data-parallel params, and optax's sgd for
-  comparison;
+- ``init``: ``jax.jit(tx.init)`` on model-sharded and data-parallel params, eager ``tx.init`` on
+  model-sharded ones, and optax's sgd for comparison;
 - ``step``: a jitted train step left to sharding propagation: output shardings, collectives in the
   compiled HLO, the same for the optimizer update alone, compilations in the first steps, and
   ``set_hyperparams`` on sharded state;
@@ -38,6 +38,7 @@ from compile_counter import count_compiles
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from sharding_records import (
+    buffer_sharding,
     collectives,
     output_bytes,
     param_for,
@@ -155,6 +156,10 @@ def check_init() -> dict:
         out["optax"][layout] = state_shardings(jax.jit(tx.init)(params), params)
         if layout == "model_sharded":
             out["optax_eager"] = state_shardings(tx.init(params), params)
+            out["optkit_eager"] = {
+                name: state_shardings(optimizer.init(params), params)
+                for name, optimizer in txs.items()
+            }
     return out
 
 
@@ -177,12 +182,18 @@ def step_all(txs: dict[str, Any]) -> Callable:
 
 
 def update_all(txs: dict[str, Any]) -> Callable:
-    """The optimizers' own part of the step alone, on sharded grads, state and params."""
-    return jax.jit(
-        lambda grads, states, params: {
-            name: tx.update(grads, states[name], params) for name, tx in txs.items()
-        }
-    )
+    """The optimizers' own part of the step alone, on sharded grads, state and params, each
+    under its own named scope."""
+
+    @jax.jit
+    def update(grads, states, params):
+        out = {}
+        for name, tx in txs.items():
+            with jax.named_scope(name):
+                out[name] = tx.update(grads, states[name], params)
+        return out
+
+    return update
 
 
 @jax.jit
@@ -240,7 +251,13 @@ def check_step() -> dict:
             out["optkit"][name][layout] = record
         if layout == "model_sharded_hidden_bias":
             compiled_update = update_all(txs).lower(params, states, params).compile()
-            out["update_collectives"] = collectives(compiled_update)
+            found = collectives(compiled_update)
+            out["update_collectives"] = {
+                name: [c for c in found if f"/{name}/" in c["op_name"]] for name in txs
+            }
+            out["update_collectives_unattributed"] = [
+                c for c in found if not any(f"/{name}/" in c["op_name"] for name in txs)
+            ]
             for name in txs:
                 out["optkit"][name][layout]["update_state_out"] = state_shardings(
                     states[name], params, compiled_update.output_shardings[name][1]
@@ -324,11 +341,13 @@ def huge_abstract_params(mesh: Mesh) -> dict:
 
 def shardings_from_abstract(abstract_state: Any, params: Any, mesh: Mesh) -> Any:
     """``out_shardings`` for ``jit(tx.init)``: each buffer takes its param's sharding (matched by
-    key path suffix), scalars are replicated."""
+    key path suffix; replicated along axes it reduces to size 1), scalars are replicated."""
 
     def pick(path, leaf):
         match = param_for(path, params)
-        return NamedSharding(mesh, P()) if match is None else match[1].sharding
+        if match is None:
+            return NamedSharding(mesh, P())
+        return buffer_sharding(match[1].sharding, match[1].shape, leaf.shape)
 
     return jax.tree_util.tree_map_with_path(pick, abstract_state)
 

@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 import jax
+from jax.sharding import NamedSharding, PartitionSpec
 
 COLLECTIVE = re.compile(
     r"\s(all-gather|all-to-all|collective-permute|reduce-scatter|all-reduce)(?:-start)?\("
@@ -24,8 +25,32 @@ def param_for(path: tuple, params: dict) -> tuple[str, Any] | None:
     return None
 
 
+def buffer_sharding(
+    param_sharding: jax.sharding.Sharding, param_shape: tuple, buffer_shape: tuple
+) -> jax.sharding.Sharding:
+    """Where a state buffer of a param belongs: the param's sharding, replicated along the axes
+    the buffer reduces to size 1 (Adafactor's row and column statistics), which cannot be split.
+    """
+    reduced = [
+        axis
+        for axis, (b, p) in enumerate(zip(buffer_shape, param_shape, strict=False))
+        if b == 1 and p != 1
+    ]
+    if (
+        not reduced
+        or len(buffer_shape) != len(param_shape)
+        or not isinstance(param_sharding, NamedSharding)
+    ):
+        return param_sharding
+    spec = list(param_sharding.spec) + [None] * (len(param_shape) - len(param_sharding.spec))
+    for axis in reduced:
+        spec[axis] = None
+    return NamedSharding(param_sharding.mesh, PartitionSpec(*spec))
+
+
 def state_shardings(state: Any, params: dict, shardings: Any = None) -> list[dict]:
-    """One record per state leaf: its sharding next to its param's (``None`` for scalars).
+    """One record per state leaf: its sharding next to its param's (``None`` for scalars), as
+    :func:`buffer_sharding` places it.
 
     ``shardings`` defaults to the leaves' own (``.sharding``); pass a compiled function's
     ``output_shardings`` to inspect those instead.
@@ -45,7 +70,9 @@ def state_shardings(state: Any, params: dict, shardings: Any = None) -> list[dic
                 "param": None if match is None else match[0],
                 "matches_param": None
                 if match is None
-                else sharding.is_equivalent_to(match[1].sharding, leaf.ndim),
+                else sharding.is_equivalent_to(
+                    buffer_sharding(match[1].sharding, match[1].shape, leaf.shape), leaf.ndim
+                ),
                 "replicated": sharding.is_fully_replicated,
                 "devices": len(sharding.device_set),
             }

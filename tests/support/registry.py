@@ -24,7 +24,10 @@ from hypothesis import strategies as st
 import optkit
 
 Kwargs = Mapping[str, Any]
-DrawHyperparameters = Callable[[], st.SearchStrategy[tuple[dict[str, Any], dict[str, bool]]]]
+DrawHyperparameters = Callable[[], st.SearchStrategy[tuple[dict[str, Any], dict[str, Any]]]]
+"""A hypothesis strategy of ``(numeric hyperparameters, static arguments)``, learning rate
+excluded. Static arguments are the bool flags and tuples such as Adafactor's ``eps``: they are
+never turned into arrays, and a compiled step is built per value."""
 """A hypothesis strategy of ``(numeric hyperparameters, bool flags)``, learning rate excluded."""
 
 
@@ -52,7 +55,13 @@ class OptimizerInfo:
             ``"matrices"`` (2-D leaves only) or ``"convex"``.
         closure: The update needs the loss function (``value_fn=``), as torch's
             ``step(closure)`` does.
-        flatten: Whether the math is elementwise per leaf, so ``optkit.flatten`` keeps it.
+        flatten: Whether ``optkit.flatten`` keeps the math (elementwise per leaf, or over all
+            leaves at once). When not, ``optkit.flatten`` of the optimizer must raise.
+        elementwise: Whether the math is elementwise within each leaf: every state buffer has
+            its param's shape, and a step on sharded params needs no collective. Adafactor's is
+            not: its row and column statistics are its param with an axis reduced to size 1
+            (placed like the param on the other axes), and its norms all-reduce sharded leaves
+            (never gathering them).
         scalar_state_dtypes: State fields holding a scalar whose dtype does not follow the
             params', by field name: torch keeps some per-parameter scalars in
             ``_get_scalar_dtype()`` (float32) even for float64 params, e.g. NAdam's
@@ -76,6 +85,7 @@ class OptimizerInfo:
     problem: str = "standard"
     closure: bool = False
     flatten: bool = True
+    elementwise: bool = True
     scalar_state_dtypes: Mapping[str, str] = dataclasses.field(default_factory=dict)
     build: Callable[
         [Callable[..., optkit.GradientTransformation], Kwargs], optkit.GradientTransformation
@@ -180,6 +190,17 @@ def _rmsprop(draw):
         "momentum": draw(zero_or(0.05, 0.95)),
     }
     return hp, {"centered": centered}
+
+
+@st.composite
+def _adafactor(draw):
+    hp = {
+        "beta2_decay": draw(unit(-1.0, 0.0)),
+        "d": draw(unit(1.0, 3.0)),
+        "weight_decay": draw(WEIGHT_DECAY),
+    }
+    eps = (draw(st.one_of(st.none(), unit(1e-8, 1.0))), draw(unit(0.0, 0.1)))
+    return hp, {"eps": eps, "maximize": draw(st.booleans())}
 
 
 @st.composite
@@ -394,6 +415,45 @@ RMSPROP = OptimizerInfo(
     ),
 )
 
+# Clipping (RMS of the normalized update above d >= 1) bites at d = 1 in the plain variant for
+# the factored leaves only now and then, as gradients shrink; it bites at every step under
+# maximize, where they grow. eps1 = 1 is above the root second moment of some entries, and
+# eps2 = 0.5 above the scalar leaf's RMS (tests/optimizers/test_adafactor.py checks each bites).
+ADAFACTOR = OptimizerInfo(
+    name="adafactor",
+    torch_class="Adafactor",
+    docs_page="adafactor.md",
+    variants={
+        "plain": {"learning_rate": 0.05},
+        "beta2_decay": {"learning_rate": 0.05, "beta2_decay": -0.5},
+        "eps1": {"learning_rate": 0.05, "eps": (1.0, 1e-3)},
+        "eps2": {"learning_rate": 0.05, "eps": (None, 0.5)},
+        "weight_decay": {"learning_rate": 0.05, "weight_decay": 0.5},
+        "maximize": {"learning_rate": 0.02, "maximize": True},
+        "clipping_maximize": {"learning_rate": 0.02, "d": 1.05, "maximize": True},
+        "combined": {
+            "learning_rate": 0.05,
+            "beta2_decay": -0.6,
+            "eps": (0.1, 0.2),
+            "d": 1.1,
+            "weight_decay": 0.3,
+            "maximize": True,
+        },
+    },
+    typical={"learning_rate": 0.1, "eps": (None, 1e-2), "weight_decay": 1e-4},
+    group_overrides={"learning_rate": 0.02, "beta2_decay": -0.5},
+    bfloat16_learning_rate=0.3,
+    hyperparameters=_adafactor,
+    # beta2_decay = 0 makes the second moment the latest g^2, so clipping bites at d = 1 until d
+    # is raised.
+    runtime_changes=(
+        {"beta2_decay": 0.0, "weight_decay": 0.1},
+        {"d": 1.5, "learning_rate": 0.03},
+    ),
+    flatten=False,
+    elementwise=False,
+)
+
 # momentum_decay=0.1 makes the schedule mu_t visibly warm up within the 30 parity steps (at the
 # default 4e-3 it barely moves: 0.96**(30 * 4e-3) = 0.995).
 NADAM = OptimizerInfo(
@@ -565,6 +625,7 @@ REGISTRY: tuple[OptimizerInfo, ...] = (
     ADAMAX,
     NADAM,
     RADAM,
+    ADAFACTOR,
 )
 BY_NAME: dict[str, OptimizerInfo] = {info.name: info for info in REGISTRY}
 NAMES: list[str] = list(BY_NAME)
