@@ -37,6 +37,7 @@ from optkit.combinators.masking import (
 from optkit.combinators.param_groups import ParamGroupsState, Selector, param_groups
 from optkit.optimizers.adagrad import ScaleByRssState, adagrad, scale_by_rss
 from optkit.optimizers.adam import ScaleByAdamState, adam, adamw, scale_by_adam
+from optkit.optimizers.asgd import ScaleByAsgdState, asgd, averaged_params, scale_by_asgd
 from optkit.optimizers.rmsprop import ScaleByRmsState, rmsprop, scale_by_rms
 from optkit.optimizers.sgd import sgd
 from optkit.transforms.clipping import clip, clip_by_global_norm, global_norm
@@ -62,6 +63,7 @@ __all__ = [
     "Scalar",
     "ScalarOrSchedule",
     "ScaleByAdamState",
+    "ScaleByAsgdState",
     "ScaleByRmsState",
     "ScaleByRssState",
     "ScaleByScheduleState",
@@ -75,6 +77,8 @@ __all__ = [
     "add_decayed_weights",
     "add_l2_decay",
     "apply_updates",
+    "asgd",
+    "averaged_params",
     "chain",
     "clip",
     "clip_by_global_norm",
@@ -91,6 +95,7 @@ __all__ = [
     "rmsprop",
     "scale",
     "scale_by_adam",
+    "scale_by_asgd",
     "scale_by_learning_rate",
     "scale_by_rms",
     "scale_by_rss",

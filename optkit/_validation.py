@@ -107,7 +107,12 @@ RANGES: dict[str, Range] = {
     "dampening": _UNIT,
     "b1": _DECAY,
     "b2": _DECAY,
+    # RMSprop's smoothing constant; ASGD's step-size decay power (eta ~ t^-alpha: above 1 the
+    # steps sum to a finite distance, so [0, 1] holds every useful value of both).
     "alpha": _UNIT,
+    # ASGD: the step-size decay rate and the update count at which averaging starts.
+    "lambd": Range(),
+    "t0": Range(),
     # Accumulators.
     "initial_accumulator_value": Range(),
 }

@@ -176,6 +176,17 @@ def _rmsprop(draw):
     return hp, {"centered": centered}
 
 
+@st.composite
+def _asgd(draw):
+    hp = {
+        "lambd": draw(zero_or(1e-4, 1.0)),
+        "alpha": draw(unit(0.0, 1.0)),
+        "t0": draw(zero_or(1.0, 10.0)),
+        "weight_decay": draw(WEIGHT_DECAY),
+    }
+    return hp, {}
+
+
 # --- the rows ---------------------------------------------------------------------------------
 # The amsgrad variants use b2=0.9 so the second moment actually shrinks and the running max
 # differs from plain Adam. Rows with maximize use smaller learning rates: gradient ascent on the
@@ -344,7 +355,38 @@ RMSPROP = OptimizerInfo(
     ),
 )
 
-REGISTRY: tuple[OptimizerInfo, ...] = (SGD, ADAM, ADAMW, ADAGRAD, RMSPROP)
+# ASGD's averaged params (``t0``) never feed back into the params the parity suite compares;
+# tests/optimizers/test_asgd.py compares them with torch's ``state[p]["ax"]``.
+ASGD = OptimizerInfo(
+    name="asgd",
+    torch_class="ASGD",
+    docs_page="asgd.md",
+    variants={
+        "plain": {"learning_rate": 0.05},
+        "lambd_alpha": {"learning_rate": 0.05, "lambd": 0.5, "alpha": 1.0},
+        "t0": {"learning_rate": 0.05, "t0": 10.0},
+        "weight_decay": {"learning_rate": 0.05, "weight_decay": 0.1},
+        "maximize": {"learning_rate": 0.005, "maximize": True},
+        "combined": {
+            "learning_rate": 0.005,
+            "lambd": 0.5,
+            "alpha": 0.5,
+            "t0": 5.0,
+            "weight_decay": 0.1,
+            "maximize": True,
+        },
+    },
+    typical={"learning_rate": 0.3, "lambd": 1e-3, "t0": 5.0, "weight_decay": 1e-4},
+    group_overrides={"learning_rate": 0.02, "lambd": 0.1},
+    bfloat16_learning_rate=0.1,
+    hyperparameters=_asgd,
+    runtime_changes=(
+        {"lambd": 0.3, "alpha": 0.5, "t0": 3.0},
+        {"learning_rate": 0.02, "weight_decay": 0.1},
+    ),
+)
+
+REGISTRY: tuple[OptimizerInfo, ...] = (SGD, ADAM, ADAMW, ADAGRAD, RMSPROP, ASGD)
 BY_NAME: dict[str, OptimizerInfo] = {info.name: info for info in REGISTRY}
 NAMES: list[str] = list(BY_NAME)
 if len(BY_NAME) != len(REGISTRY):
