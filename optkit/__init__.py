@@ -39,6 +39,7 @@ from optkit.optimizers.adagrad import ScaleByRssState, adagrad, scale_by_rss
 from optkit.optimizers.adam import ScaleByAdamState, adam, adamw, scale_by_adam
 from optkit.optimizers.asgd import ScaleByAsgdState, asgd, averaged_params, scale_by_asgd
 from optkit.optimizers.rmsprop import ScaleByRmsState, rmsprop, scale_by_rms
+from optkit.optimizers.rprop import ScaleByRpropState, rprop, scale_by_rprop
 from optkit.optimizers.sgd import sgd
 from optkit.transforms.clipping import clip, clip_by_global_norm, global_norm
 from optkit.transforms.momentum import TraceState, trace
@@ -65,6 +66,7 @@ __all__ = [
     "ScaleByAdamState",
     "ScaleByAsgdState",
     "ScaleByRmsState",
+    "ScaleByRpropState",
     "ScaleByRssState",
     "ScaleByScheduleState",
     "Schedule",
@@ -93,11 +95,13 @@ __all__ = [
     "partition",
     "reduce_lr_on_plateau",
     "rmsprop",
+    "rprop",
     "scale",
     "scale_by_adam",
     "scale_by_asgd",
     "scale_by_learning_rate",
     "scale_by_rms",
+    "scale_by_rprop",
     "scale_by_rss",
     "schedules",
     "set_hyperparams",

@@ -150,6 +150,17 @@ def integer_in(name: str, value: Any, *, low: float | None, high: float | None) 
     return int(value)
 
 
+def pair(name: str, value: Any) -> tuple[Any, Any]:
+    """Check ``value`` is a tuple (or list) of two real scalars, as torch's ``betas``-style
+    arguments (Rprop's ``etas``), and return it as a tuple. Each element is returned as given;
+    use :func:`concrete_scalar` on it for range checks (a traced element has no value yet)."""
+    if not isinstance(value, tuple | list) or len(value) != 2:
+        raise TypeError(f"{name} must be a tuple of two numbers, got {value!r}.")
+    for index, element in enumerate(value):
+        concrete_scalar(f"{name}[{index}]", element)
+    return tuple(value)
+
+
 def boolean(name: str, value: Any) -> bool:
     """Check a flag is a real bool, so ``amsgrad="no"`` does not silently count as true."""
     if not isinstance(value, bool | np.bool_):

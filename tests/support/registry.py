@@ -48,6 +48,13 @@ class OptimizerInfo:
             the first variant (an injected optimizer), compared with torch's
             ``param_groups[i][name] = value``; together they change every numeric
             hyperparameter that torch reads at each step.
+        runtime_changes_matter: Whether torch reads the ``runtime_changes`` after its first
+            step. False for Rprop, whose lr only initializes the step sizes (its ``etas`` and
+            ``step_sizes`` are tuples, fixed when built): the runtime test then checks that they
+            leave torch's trajectory unchanged and optkit's still matches it.
+        zero_learning_rate_overrides: Arguments under which a zero learning rate leaves the
+            params unchanged, for the property test of that (Rprop clamps its step sizes to at
+            least ``step_sizes[0]``, so it needs ``step_sizes=(0.0, ...)``).
         problem: The parity problem (``tests/parity/problem.py``): ``"standard"``,
             ``"matrices"`` (2-D leaves only) or ``"convex"``.
         closure: The update needs the loss function (``value_fn=``), as torch's
@@ -68,6 +75,8 @@ class OptimizerInfo:
     bfloat16_learning_rate: float
     hyperparameters: DrawHyperparameters
     runtime_changes: tuple[Kwargs, Kwargs]
+    runtime_changes_matter: bool = True
+    zero_learning_rate_overrides: Kwargs = dataclasses.field(default_factory=dict)
     problem: str = "standard"
     closure: bool = False
     flatten: bool = True
@@ -183,6 +192,16 @@ def _asgd(draw):
         "alpha": draw(unit(0.0, 1.0)),
         "t0": draw(zero_or(1.0, 10.0)),
         "weight_decay": draw(WEIGHT_DECAY),
+    }
+    return hp, {}
+
+
+@st.composite
+def _rprop(draw):
+    low = draw(zero_or(1e-6, 1e-3))
+    hp = {
+        "etas": (draw(unit(0.1, 0.9)), draw(unit(1.05, 2.0))),
+        "step_sizes": (low, draw(unit(max(low, 1e-3), 50.0))),
     }
     return hp, {}
 
@@ -386,7 +405,37 @@ ASGD = OptimizerInfo(
     ),
 )
 
-REGISTRY: tuple[OptimizerInfo, ...] = (SGD, ADAM, ADAMW, ADAGRAD, RMSPROP, ASGD)
+# Rprop follows the gradient's sign: near an optimum, a float32 gradient's sign is rounding
+# noise and one flip changes a step size 2.4-fold, so no variant settles onto an optimum within
+# 30 steps: the smallest |gradient| whose sign is taken is 8e-5 (plain, tensor_lr) to 0.6
+# (combined), over 100 times the float32 rounding of the gradients (~5e-7).
+RPROP = OptimizerInfo(
+    name="rprop",
+    torch_class="Rprop",
+    docs_page="rprop.md",
+    variants={
+        "plain": {"learning_rate": 0.01},
+        "etas": {"learning_rate": 0.01, "etas": (0.3, 1.1)},
+        # lr above the maximum: torch clamps it at the first update.
+        "step_sizes": {"learning_rate": 0.1, "step_sizes": (5e-3, 0.05)},
+        "maximize": {"learning_rate": 0.005, "maximize": True},
+        "combined": {
+            "learning_rate": 0.005,
+            "etas": (0.4, 1.15),
+            "step_sizes": (1e-4, 0.1),
+            "maximize": True,
+        },
+    },
+    typical={"learning_rate": 0.01, "etas": (0.5, 1.2), "step_sizes": (1e-6, 1.0)},
+    group_overrides={"learning_rate": 0.005, "etas": (0.3, 1.1)},
+    bfloat16_learning_rate=0.01,
+    hyperparameters=_rprop,
+    runtime_changes=({"learning_rate": 0.05}, {"learning_rate": 0.001}),
+    runtime_changes_matter=False,
+    zero_learning_rate_overrides={"step_sizes": (0.0, 50.0)},
+)
+
+REGISTRY: tuple[OptimizerInfo, ...] = (SGD, ADAM, ADAMW, ADAGRAD, RMSPROP, ASGD, RPROP)
 BY_NAME: dict[str, OptimizerInfo] = {info.name: info for info in REGISTRY}
 NAMES: list[str] = list(BY_NAME)
 if len(BY_NAME) != len(REGISTRY):
