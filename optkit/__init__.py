@@ -41,6 +41,11 @@ from optkit.optimizers.asgd import ScaleByAsgdState, asgd, averaged_params, scal
 from optkit.optimizers.rmsprop import ScaleByRmsState, rmsprop, scale_by_rms
 from optkit.optimizers.rprop import ScaleByRpropState, rprop, scale_by_rprop
 from optkit.optimizers.sgd import sgd
+from optkit.optimizers.sparse_adam import (
+    ScaleBySparseAdamState,
+    scale_by_sparse_adam,
+    sparse_adam,
+)
 from optkit.transforms.clipping import clip, clip_by_global_norm, global_norm
 from optkit.transforms.momentum import TraceState, trace
 from optkit.transforms.plateau import ReduceLROnPlateauState, reduce_lr_on_plateau
@@ -69,6 +74,7 @@ __all__ = [
     "ScaleByRpropState",
     "ScaleByRssState",
     "ScaleByScheduleState",
+    "ScaleBySparseAdamState",
     "Schedule",
     "Selector",
     "TraceState",
@@ -103,9 +109,11 @@ __all__ = [
     "scale_by_rms",
     "scale_by_rprop",
     "scale_by_rss",
+    "scale_by_sparse_adam",
     "schedules",
     "set_hyperparams",
     "sgd",
+    "sparse_adam",
     "stateless",
     "trace",
 ]

@@ -133,6 +133,7 @@ def run_torch(
     changes: Sequence[Change] = (),
     groups: Sequence[tuple[Sequence[str], Values]] | None = None,
     steps: int = STEPS,
+    sparse_grads: bool = False,
 ) -> dict[str, np.ndarray]:
     import torch
 
@@ -159,6 +160,9 @@ def run_torch(
                     set_torch_group(target, values)
         optimizer.zero_grad()
         problem.torch_loss(params).backward()
+        if sparse_grads:  # torch's SparseAdam takes sparse-layout gradients only
+            for p in params.values():
+                p.grad = p.grad.to_sparse()
         optimizer.step()
         path.append(numpy_tree(params))
     return stack(path)
@@ -247,6 +251,7 @@ class TorchCase:
     changes: tuple[Change, ...]
     groups: tuple[tuple[tuple[str, ...], Values], ...] | None = None
     changes_matter: bool = True  # torch reads the changed values (see the registry's field)
+    sparse_grads: bool = False  # torch's side needs sparse-layout gradients (SparseAdam)
 
     def make_optkit(self) -> optkit.GradientTransformation:
         if self.groups is None:
@@ -282,6 +287,7 @@ def runtime_case(info: OptimizerInfo) -> TorchCase:
         kwargs,
         changes,
         changes_matter=info.runtime_changes_matter,
+        sparse_grads=info.sparse_gradients,
     )
 
 
@@ -410,8 +416,9 @@ TORCH_CASES = [
 def test_set_hyperparams_mid_run_matches_torch(case: TorchCase) -> None:
     require_torch()
     groups = None if case.groups is None else list(case.groups)
-    expected = run_torch(case.torch_optimizer, case.kwargs, case.changes, groups)
-    unchanged = run_torch(case.torch_optimizer, case.kwargs, (), groups)
+    sparse = {"sparse_grads": case.sparse_grads}
+    expected = run_torch(case.torch_optimizer, case.kwargs, case.changes, groups, **sparse)
+    unchanged = run_torch(case.torch_optimizer, case.kwargs, (), groups, **sparse)
     # The changes must matter, or agreeing on them proves nothing; where torch ignores them
     # (Rprop's lr), optkit must ignore them too.
     changed = compare(expected, unchanged, rtol=1e-6, atol=1e-8) is not None

@@ -56,7 +56,11 @@ class OptimizerInfo:
             params unchanged, for the property test of that (Rprop clamps its step sizes to at
             least ``step_sizes[0]``, so it needs ``step_sizes=(0.0, ...)``).
         problem: The parity problem (``tests/parity/problem.py``): ``"standard"``,
-            ``"matrices"`` (2-D leaves only) or ``"convex"``.
+            ``"matrices"`` (2-D leaves only), ``"convex"`` or ``"hinge"`` (exact zeros in the
+            gradients).
+        sparse_gradients: torch's side needs sparse-layout gradients (``torch.optim.SparseAdam``):
+            the parity runs convert each gradient with ``to_sparse()``, which drops its exact
+            zeros, so the row's ``problem`` should have some (``"hinge"``).
         closure: The update needs the loss function (``value_fn=``), as torch's
             ``step(closure)`` does.
         flatten: Whether the math is elementwise per leaf, so ``optkit.flatten`` keeps it.
@@ -78,6 +82,7 @@ class OptimizerInfo:
     runtime_changes_matter: bool = True
     zero_learning_rate_overrides: Kwargs = dataclasses.field(default_factory=dict)
     problem: str = "standard"
+    sparse_gradients: bool = False
     closure: bool = False
     flatten: bool = True
     build: Callable[
@@ -203,6 +208,12 @@ def _rprop(draw):
         "etas": (draw(unit(0.1, 0.9)), draw(unit(1.05, 2.0))),
         "step_sizes": (low, draw(unit(max(low, 1e-3), 50.0))),
     }
+    return hp, {}
+
+
+@st.composite
+def _sparse_adam(draw):
+    hp = {"b1": draw(zero_or(0.01, 0.99)), "b2": draw(zero_or(0.01, 0.999)), "eps": draw(EPS)}
     return hp, {}
 
 
@@ -435,7 +446,38 @@ RPROP = OptimizerInfo(
     zero_learning_rate_overrides={"step_sizes": (0.0, 50.0)},
 )
 
-REGISTRY: tuple[OptimizerInfo, ...] = (SGD, ADAM, ADAMW, ADAGRAD, RMSPROP, ASGD, RPROP)
+# On the hinge problem, descent moves entries across their hinges, so the set of zero gradient
+# entries changes from step to step (6-11 of tensor's, 0-6 of matrix's, 0 or 3 of vector's);
+# ascent only drives entries further from them, so the maximize variants keep one set.
+SPARSE_ADAM = OptimizerInfo(
+    name="sparse_adam",
+    torch_class="SparseAdam",
+    docs_page="sparse_adam.md",
+    variants={
+        "plain": {"learning_rate": 0.05},
+        "betas_eps": {"learning_rate": 0.05, "b1": 0.8, "b2": 0.99, "eps": 1e-4},
+        "maximize": {"learning_rate": 0.01, "maximize": True},
+        "combined": {"learning_rate": 0.01, "b1": 0.5, "b2": 0.9, "eps": 1e-3, "maximize": True},
+    },
+    typical={"learning_rate": 1e-2, "b2": 0.99},
+    group_overrides={"learning_rate": 0.02, "b1": 0.8},
+    bfloat16_learning_rate=0.1,
+    hyperparameters=_sparse_adam,
+    runtime_changes=({"b1": 0.8, "b2": 0.99}, {"eps": 1e-4, "learning_rate": 0.02}),
+    problem="hinge",
+    sparse_gradients=True,
+)
+
+REGISTRY: tuple[OptimizerInfo, ...] = (
+    SGD,
+    ADAM,
+    ADAMW,
+    ADAGRAD,
+    RMSPROP,
+    ASGD,
+    RPROP,
+    SPARSE_ADAM,
+)
 BY_NAME: dict[str, OptimizerInfo] = {info.name: info for info in REGISTRY}
 NAMES: list[str] = list(BY_NAME)
 if len(BY_NAME) != len(REGISTRY):
