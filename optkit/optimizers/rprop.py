@@ -29,17 +29,23 @@ class RpropLeaf(NamedTuple):
     update: jax.Array
 
 
+def _sign(x: jax.Array) -> jax.Array:
+    """torch's CPU ``sign``: 0 for NaN (``jnp.sign`` gives NaN), so a NaN gradient entry does
+    not move its param, and the next update treats it as having no previous sign."""
+    return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
+
+
 @leaf_kernel
 def _rprop(
     step_size, prev, update, *, etaminus, etaplus, step_size_min, step_size_max
 ) -> RpropLeaf:
-    agreement = jnp.sign(update * prev)
+    agreement = _sign(update * prev)
     factor = jnp.where(agreement > 0, etaplus, jnp.where(agreement < 0, etaminus, 1.0))
     # torch clamps every element, the unchanged ones too (a first step larger than the maximum).
     step_size = jnp.clip(step_size * factor, step_size_min, step_size_max).astype(step_size.dtype)
     # After a sign flip the element does not move, and the next update sees no previous sign.
     update = jnp.where(agreement < 0, 0, update)
-    return RpropLeaf(step_size=step_size, prev=update, update=jnp.sign(update) * step_size)
+    return RpropLeaf(step_size=step_size, prev=update, update=_sign(update) * step_size)
 
 
 def _checked(etas: Any, step_sizes: Any) -> tuple[tuple[Any, Any], tuple[Any, Any]]:

@@ -114,6 +114,28 @@ def test_new_etas_mid_run_by_rebuilding_with_the_same_state() -> None:
     assert_same(ours, expected)
 
 
+@pytest.mark.torch
+def test_nan_gradient_entry_stays_put_like_torch() -> None:
+    """torch's CPU sign(NaN) is 0: the entry does not move, its step size is kept, and prev
+    holds the NaN, whose sign is 0 again at the next update."""
+    torch = require_torch()
+    param = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.Rprop([param], lr=0.1)
+    tx = optkit.rprop(learning_rate=0.1)
+    params = jnp.array([1.0, 2.0])
+    state = tx.init(params)
+    for grad in ([1.0, 1.0], [math.nan, 1.0], [1.0, -1.0], [1.0, -1.0]):
+        param.grad = torch.tensor(grad, dtype=torch.float64)
+        optimizer.step()
+        updates, state = tx.update(jnp.array(grad), state, params)
+        params = optkit.apply_updates(params, updates)
+        torch_state = optimizer.state[param]
+        np.testing.assert_array_equal(params, param.detach().numpy())
+        np.testing.assert_array_equal(state[0].step_size, torch_state["step_size"].numpy())
+        np.testing.assert_array_equal(state[0].prev, torch_state["prev"].numpy())
+    assert np.all(np.isfinite(params))
+
+
 def test_step_sizes_are_clamped_from_the_first_update() -> None:
     """Mathematics: the first update has no previous sign (factor 1), and torch still clamps, so
     a learning rate above the maximum moves each element by the maximum."""
