@@ -45,10 +45,17 @@ from optkit.optimizers.adafactor import (
 from optkit.optimizers.adagrad import ScaleByRssState, adagrad, scale_by_rss
 from optkit.optimizers.adam import ScaleByAdamState, adam, adamw, scale_by_adam
 from optkit.optimizers.adamax import ScaleByAdamaxState, adamax, scale_by_adamax
+from optkit.optimizers.asgd import ScaleByAsgdState, asgd, averaged_params, scale_by_asgd
 from optkit.optimizers.nadam import ScaleByNadamState, nadam, scale_by_nadam
 from optkit.optimizers.radam import ScaleByRadamState, radam, scale_by_radam
 from optkit.optimizers.rmsprop import ScaleByRmsState, rmsprop, scale_by_rms
+from optkit.optimizers.rprop import ScaleByRpropState, rprop, scale_by_rprop
 from optkit.optimizers.sgd import sgd
+from optkit.optimizers.sparse_adam import (
+    ScaleBySparseAdamState,
+    scale_by_sparse_adam,
+    sparse_adam,
+)
 from optkit.transforms.clipping import clip, clip_by_global_norm, global_norm
 from optkit.transforms.momentum import TraceState, trace
 from optkit.transforms.plateau import ReduceLROnPlateauState, reduce_lr_on_plateau
@@ -75,11 +82,14 @@ __all__ = [
     "ScaleByAdafactorState",
     "ScaleByAdamState",
     "ScaleByAdamaxState",
+    "ScaleByAsgdState",
     "ScaleByNadamState",
     "ScaleByRadamState",
     "ScaleByRmsState",
+    "ScaleByRpropState",
     "ScaleByRssState",
     "ScaleByScheduleState",
+    "ScaleBySparseAdamState",
     "Schedule",
     "Selector",
     "TraceState",
@@ -93,6 +103,8 @@ __all__ = [
     "add_decayed_weights",
     "add_l2_decay",
     "apply_updates",
+    "asgd",
+    "averaged_params",
     "chain",
     "clip",
     "clip_by_global_norm",
@@ -109,20 +121,25 @@ __all__ = [
     "radam",
     "reduce_lr_on_plateau",
     "rmsprop",
+    "rprop",
     "scale",
     "scale_by_adadelta",
     "scale_by_adafactor",
     "scale_by_adam",
     "scale_by_adamax",
+    "scale_by_asgd",
     "scale_by_learning_rate",
     "scale_by_nadam",
     "scale_by_radam",
     "scale_by_relative_step_size",
     "scale_by_rms",
+    "scale_by_rprop",
     "scale_by_rss",
+    "scale_by_sparse_adam",
     "schedules",
     "set_hyperparams",
     "sgd",
+    "sparse_adam",
     "stateless",
     "trace",
 ]

@@ -1,4 +1,5 @@
-"""Scalar arithmetic shared by the stateful transforms: step counters and bias corrections."""
+"""Scalar arithmetic shared by the stateful transforms: step counters, bias corrections and
+schedules."""
 
 from __future__ import annotations
 
@@ -53,3 +54,22 @@ def lerp_any_weight(start: jax.Array, end: jax.Array, weight: Any) -> jax.Array:
     small = jnp.abs(weight) < 0.5
     base = jnp.where(small, start, end)
     return base + jnp.where(small, weight, weight - 1) * (end - start)
+
+
+def as_double(value: Any) -> jax.Array:
+    """``value`` in the default float dtype: float64 under ``jax_enable_x64``, where torch's
+    Python-double scalar arithmetic is reproduced exactly, else float32."""
+    return jnp.asarray(value, dtype=jnp.result_type(float))
+
+
+def value_at(value: Any, count: jax.Array, where: str) -> Any:
+    """A hyperparameter's value for the update of 0-based ``count``: the number itself, or a
+    schedule's output, which must be a scalar."""
+    if not callable(value):
+        return value
+    out = jnp.asarray(value(count))
+    if out.ndim != 0:
+        raise ValueError(
+            f"{where}: the schedule returned shape {out.shape}; it must return a scalar."
+        )
+    return out

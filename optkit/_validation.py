@@ -111,9 +111,14 @@ RANGES: dict[str, Range] = {
     "dampening": _UNIT,
     "b1": _DECAY,
     "b2": _DECAY,
+    # RMSprop's smoothing constant; ASGD's step-size decay power (eta ~ t^-alpha: above 1 the
+    # steps sum to a finite distance, so [0, 1] holds every useful value of both).
     "alpha": _UNIT,
     "rho": _UNIT,
     "beta2_decay": Range(low=None, high=0.0),  # Adafactor: 1 - beta2_t = t**beta2_decay
+    # ASGD: the step-size decay rate and the update count at which averaging starts.
+    "lambd": Range(),
+    "t0": Range(),
     # Accumulators.
     "initial_accumulator_value": Range(),
 }
@@ -149,6 +154,17 @@ def integer_in(name: str, value: Any, *, low: float | None, high: float | None) 
     ):
         raise ValueError(f"{name} must be an integer in {shown}, got {value!r}.")
     return int(value)
+
+
+def pair(name: str, value: Any) -> tuple[Any, Any]:
+    """Check ``value`` is a tuple (or list) of two real scalars, as torch's ``betas``-style
+    arguments (Rprop's ``etas``), and return it as a tuple. Each element is returned as given;
+    use :func:`concrete_scalar` on it for range checks (a traced element has no value yet)."""
+    if not isinstance(value, tuple | list) or len(value) != 2:
+        raise TypeError(f"{name} must be a tuple of two numbers, got {value!r}.")
+    for index, element in enumerate(value):
+        concrete_scalar(f"{name}[{index}]", element)
+    return tuple(value)
 
 
 def boolean(name: str, value: Any) -> bool:

@@ -8,6 +8,7 @@ its README entry or its hyperparameters' ranges.
 from __future__ import annotations
 
 import inspect
+import typing
 from pathlib import Path
 
 import pytest
@@ -23,12 +24,14 @@ by_row = pytest.mark.parametrize("info", REGISTRY, ids=[info.name for info in RE
 
 def public_optimizers() -> set[str]:
     """The names in ``optkit.__all__`` that are optimizers: functions defined in an
-    ``optkit.optimizers`` module, other than its ``scale_by_*`` primitives."""
+    ``optkit.optimizers`` module that return a transform, other than its ``scale_by_*``
+    primitives (helpers such as ``averaged_params`` return something else)."""
     return {
         name
         for name in optkit.__all__
         if inspect.isfunction(obj := getattr(optkit, name))
         and obj.__module__.startswith("optkit.optimizers.")
+        and typing.get_type_hints(obj).get("return") is optkit.GradientTransformation
         and not name.startswith("scale_by_")
     }
 

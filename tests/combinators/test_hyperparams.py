@@ -133,6 +133,7 @@ def run_torch(
     changes: Sequence[Change] = (),
     groups: Sequence[tuple[Sequence[str], Values]] | None = None,
     steps: int = STEPS,
+    sparse_grads: bool = False,
 ) -> dict[str, np.ndarray]:
     import torch
 
@@ -159,6 +160,9 @@ def run_torch(
                     set_torch_group(target, values)
         optimizer.zero_grad()
         problem.torch_loss(params).backward()
+        if sparse_grads:  # torch's SparseAdam takes sparse-layout gradients only
+            for p in params.values():
+                p.grad = p.grad.to_sparse()
         optimizer.step()
         path.append(numpy_tree(params))
     return stack(path)
@@ -225,7 +229,7 @@ def test_injected_matches_plain_optimizer(case_id: str) -> None:
 def test_numeric_arguments_are_injected_as_given(case_id: str) -> None:
     factory, kwargs = SAME_AS_PLAIN[case_id]
     state = inject(factory)(**kwargs).init(start_params())
-    # Tuples (Adafactor's eps) are static, like flags.
+    # Tuples (Adafactor's eps, Rprop's etas) are passed through as static arguments, as bools are.
     numeric = {k: v for k, v in kwargs.items() if not isinstance(v, bool | tuple)}
     got = optkit.get_hyperparams(state)
     assert got.keys() == numeric.keys()
@@ -246,6 +250,8 @@ class TorchCase:
     kwargs: Values
     changes: tuple[Change, ...]
     groups: tuple[tuple[tuple[str, ...], Values], ...] | None = None
+    changes_matter: bool = True  # torch reads the changed values (see the registry's field)
+    sparse_grads: bool = False  # torch's side needs sparse-layout gradients (SparseAdam)
 
     def make_optkit(self) -> optkit.GradientTransformation:
         if self.groups is None:
@@ -274,7 +280,15 @@ def runtime_case(info: OptimizerInfo) -> TorchCase:
         (step, None, dict(values))
         for step, values in zip((10, 20), info.runtime_changes, strict=True)
     )
-    return TorchCase(f"{info.name}-runtime", info.factory, info.torch_class, kwargs, changes)
+    return TorchCase(
+        f"{info.name}-runtime",
+        info.factory,
+        info.torch_class,
+        kwargs,
+        changes,
+        changes_matter=info.runtime_changes_matter,
+        sparse_grads=info.sparse_gradients,
+    )
 
 
 TORCH_CASES = [
@@ -402,10 +416,13 @@ TORCH_CASES = [
 def test_set_hyperparams_mid_run_matches_torch(case: TorchCase) -> None:
     require_torch()
     groups = None if case.groups is None else list(case.groups)
-    expected = run_torch(case.torch_optimizer, case.kwargs, case.changes, groups)
-    unchanged = run_torch(case.torch_optimizer, case.kwargs, (), groups)
-    # The changes must matter, or agreeing on them proves nothing.
-    assert compare(expected, unchanged, rtol=1e-6, atol=1e-8) is not None
+    sparse = {"sparse_grads": case.sparse_grads}
+    expected = run_torch(case.torch_optimizer, case.kwargs, case.changes, groups, **sparse)
+    unchanged = run_torch(case.torch_optimizer, case.kwargs, (), groups, **sparse)
+    # The changes must matter, or agreeing on them proves nothing; where torch ignores them
+    # (Rprop's lr), optkit must ignore them too.
+    changed = compare(expected, unchanged, rtol=1e-6, atol=1e-8) is not None
+    assert changed == case.changes_matter
     mismatch = compare(run_optkit(case.make_optkit(), case.changes), expected, **TORCH_FLOAT64)
     assert mismatch is None, f"{case.id} vs torch.optim.{case.torch_optimizer}: {mismatch}"
 

@@ -71,8 +71,9 @@ def make_optimizer(name: str, hp: dict[str, Any], flags: dict[str, bool]):
     return BY_NAME[name].factory(learning_rate, **hp, **flags)
 
 
-def as_arrays(hp: dict[str, float]) -> dict[str, jax.Array]:
-    return {key: jnp.asarray(value, jnp.float64) for key, value in hp.items()}
+def as_arrays(hp: dict[str, Any]) -> dict[str, Any]:
+    """Every number as a float64 array; tuples (Rprop's etas) stay tuples, of arrays."""
+    return jax.tree.map(lambda value: jnp.asarray(value, jnp.float64), hp)
 
 
 # --- runners -----------------------------------------------------------------------------------
@@ -169,6 +170,7 @@ def test_zero_learning_rate_leaves_params_unchanged(name, data):
         )
     )
     del hp["learning_rate"], hp["lr_factor"]
+    hp.update(BY_NAME[name].zero_learning_rate_overrides)
     # adamw's decoupled decay is scaled by the learning rate, so it vanishes too.
     trajectory, _ = run_eager(BY_NAME[name].factory(zero, **hp, **flags))
 

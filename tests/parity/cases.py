@@ -54,6 +54,8 @@ class Case:
         problem: The name of the parity problem in ``tests/parity/problem.py``.
         closure: torch steps with ``optimizer.step(closure)`` (LBFGS); optkit's update gets
             ``value=``, ``grad=`` and ``value_fn=``.
+        sparse_grads: torch's gradients are made sparse (``p.grad = p.grad.to_sparse()``, which
+            drops exact zeros) before each step, as ``torch.optim.SparseAdam`` requires.
     """
 
     id: str
@@ -66,6 +68,7 @@ class Case:
     tensor_lr: bool = False
     problem: str = "standard"
     closure: bool = False
+    sparse_grads: bool = False
 
     def torch_spec(self) -> str:
         """The torch side as canonical JSON; stored with the goldens to detect stale files."""
@@ -78,6 +81,8 @@ class Case:
             "problem": self.problem,
             "closure": self.closure,
         }
+        if self.sparse_grads:  # Only when set, so the other families' goldens keep their specs.
+            spec["sparse_grads"] = True
         return json.dumps(spec, sort_keys=True)
 
 
@@ -120,6 +125,7 @@ def cases_for(info: OptimizerInfo) -> list[Case]:
         "torch_optimizer": info.torch_class,
         "problem": info.problem,
         "closure": info.closure,
+        "sparse_grads": info.sparse_gradients,
     }
     cases = [
         Case(

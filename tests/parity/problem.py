@@ -22,6 +22,23 @@ Problems (``PROBLEMS``):
   tall, wide, long), coupled through a matrix product; for optimizers of matrices (Muon).
 * ``convex``: a smooth, strictly convex loss over leaves of ranks 0 to 2 (quadratic plus
   quartic terms and a squared linear coupling); for line-search methods (LBFGS).
+* ``hinge``: the standard leaves under hinge-shaped terms, so gradients have *exact* zeros
+  that change from step to step; for SparseAdam, which skips the zero entries::
+
+      sum over leaves of sum(relu(p - c)^2 * (1 + WIGGLE * sin(FREQUENCY * p)))
+      + 0.1 * scalar * sum(relu(matrix @ vector - 1))
+      + 0.05 * sum(relu(tensor * matrix - 0.25))
+
+  An entry below its target feels no pull of its own (half of them start there); one above it
+  descends until it crosses, and its own gradient then drops to exactly zero. ``matrix`` and
+  ``vector`` also get gradient through the units ``(matrix @ vector)_i`` that are above 1, and
+  ``tensor`` and ``matrix`` through the products above 0.25; units and products switch on and
+  off as the params move, so entries leave the zero set as well as join it (SparseAdam's runs
+  see 6 to 11 zeros in ``tensor``, 0 to 6 in ``matrix``, 0 or 3 in ``vector``). ``relu(x)`` is
+  written ``(x + |x|) / 2``: below zero both frameworks compute ``x + |x|`` and its derivative
+  ``1 + sign(x)`` as exactly 0. Whether an entry is zero is a sign test, so it must not be
+  decided by rounding: along the parity trajectories every quantity tested stays at least 1e-4
+  from its threshold.
 
 ``c`` is a fixed target per leaf, 0.5 to 1.5 away from the initial value, so no gradient entry
 starts near zero: a near-zero float32 gradient has an unreliable sign, and Adam's first step is
@@ -53,6 +70,15 @@ def _wiggle(xp: Any, p: Any, c: Any) -> Any:
 
 def _quadratic_quartic(xp: Any, p: Any, c: Any) -> Any:
     return xp.sum((p - c) ** 2) + 0.1 * xp.sum(p**4)
+
+
+def _relu(xp: Any, x: Any) -> Any:
+    """``max(x, 0)`` with exactly zero value and gradient below 0, in torch and jax alike."""
+    return 0.5 * (x + xp.abs(x))
+
+
+def _hinge(xp: Any, p: Any, c: Any) -> Any:
+    return xp.sum(_relu(xp, p - c) ** 2 * (1.0 + WIGGLE * xp.sin(FREQUENCY * p)))
 
 
 class Problem:
@@ -136,6 +162,13 @@ def _matrices_coupling(xp: Any, p: Mapping[str, Any]) -> list[Any]:
     ]
 
 
+def _hinge_coupling(xp: Any, p: Mapping[str, Any]) -> list[Any]:
+    return [
+        0.1 * p["scalar"] * xp.sum(_relu(xp, p["matrix"] @ p["vector"] - 1.0)),
+        0.05 * xp.sum(_relu(xp, p["tensor"] * p["matrix"] - 0.25)),
+    ]
+
+
 def _convex_coupling(xp: Any, p: Mapping[str, Any]) -> list[Any]:
     return [0.5 * (xp.sum(p["matrix"]) - 2.0 * xp.sum(p["vector"]) + p["scalar"]) ** 2]
 
@@ -158,7 +191,8 @@ CONVEX = Problem(
     _quadratic_quartic,
     _convex_coupling,
 )
-PROBLEMS: dict[str, Problem] = {p.name: p for p in (STANDARD, MATRICES, CONVEX)}
+HINGE = Problem("hinge", STANDARD.leaf_shapes, _hinge, _hinge_coupling)
+PROBLEMS: dict[str, Problem] = {p.name: p for p in (STANDARD, MATRICES, CONVEX, HINGE)}
 
 # The standard problem's functions, for the suites that use it directly.
 LEAF_SHAPES = STANDARD.leaf_shapes

@@ -112,6 +112,9 @@ def run_torch(case: Case, dtype: type[np.floating], steps: int = STEPS) -> Traje
         if case.torch_clip is not None:
             clip_name, threshold = case.torch_clip
             getattr(torch.nn.utils, clip_name)(params.values(), threshold)
+        if case.sparse_grads:
+            for p in params.values():
+                p.grad = p.grad.to_sparse()
         return loss
 
     trajectory = [_numpy_tree(params)]

@@ -51,8 +51,19 @@ class OptimizerInfo:
             the first variant (an injected optimizer), compared with torch's
             ``param_groups[i][name] = value``; together they change every numeric
             hyperparameter that torch reads at each step.
+        runtime_changes_matter: Whether torch reads the ``runtime_changes`` after its first
+            step. False for Rprop, whose lr only initializes the step sizes (its ``etas`` and
+            ``step_sizes`` are tuples, fixed when built): the runtime test then checks that they
+            leave torch's trajectory unchanged and optkit's still matches it.
+        zero_learning_rate_overrides: Arguments under which a zero learning rate leaves the
+            params unchanged, for the property test of that (Rprop clamps its step sizes to at
+            least ``step_sizes[0]``, so it needs ``step_sizes=(0.0, ...)``).
         problem: The parity problem (``tests/parity/problem.py``): ``"standard"``,
-            ``"matrices"`` (2-D leaves only) or ``"convex"``.
+            ``"matrices"`` (2-D leaves only), ``"convex"`` or ``"hinge"`` (exact zeros in the
+            gradients).
+        sparse_gradients: torch's side needs sparse-layout gradients (``torch.optim.SparseAdam``):
+            the parity runs convert each gradient with ``to_sparse()``, which drops its exact
+            zeros, so the row's ``problem`` should have some (``"hinge"``).
         closure: The update needs the loss function (``value_fn=``), as torch's
             ``step(closure)`` does.
         flatten: Whether ``optkit.flatten`` keeps the math (elementwise per leaf, or over all
@@ -82,7 +93,10 @@ class OptimizerInfo:
     bfloat16_learning_rate: float
     hyperparameters: DrawHyperparameters
     runtime_changes: tuple[Kwargs, Kwargs]
+    runtime_changes_matter: bool = True
+    zero_learning_rate_overrides: Kwargs = dataclasses.field(default_factory=dict)
     problem: str = "standard"
+    sparse_gradients: bool = False
     closure: bool = False
     flatten: bool = True
     elementwise: bool = True
@@ -190,6 +204,33 @@ def _rmsprop(draw):
         "momentum": draw(zero_or(0.05, 0.95)),
     }
     return hp, {"centered": centered}
+
+
+@st.composite
+def _asgd(draw):
+    hp = {
+        "lambd": draw(zero_or(1e-4, 1.0)),
+        "alpha": draw(unit(0.0, 1.0)),
+        "t0": draw(zero_or(1.0, 10.0)),
+        "weight_decay": draw(WEIGHT_DECAY),
+    }
+    return hp, {}
+
+
+@st.composite
+def _rprop(draw):
+    low = draw(zero_or(1e-6, 1e-3))
+    hp = {
+        "etas": (draw(unit(0.1, 0.9)), draw(unit(1.05, 2.0))),
+        "step_sizes": (low, draw(unit(max(low, 1e-3), 50.0))),
+    }
+    return hp, {}
+
+
+@st.composite
+def _sparse_adam(draw):
+    hp = {"b1": draw(zero_or(0.01, 0.99)), "b2": draw(zero_or(0.01, 0.999)), "eps": draw(EPS)}
+    return hp, {}
 
 
 @st.composite
@@ -415,6 +456,90 @@ RMSPROP = OptimizerInfo(
     ),
 )
 
+# ASGD's averaged params (``t0``) never feed back into the params the parity suite compares;
+# tests/optimizers/test_asgd.py compares them with torch's ``state[p]["ax"]``.
+ASGD = OptimizerInfo(
+    name="asgd",
+    torch_class="ASGD",
+    docs_page="asgd.md",
+    variants={
+        "plain": {"learning_rate": 0.05},
+        "lambd_alpha": {"learning_rate": 0.05, "lambd": 0.5, "alpha": 1.0},
+        "t0": {"learning_rate": 0.05, "t0": 10.0},
+        "weight_decay": {"learning_rate": 0.05, "weight_decay": 0.1},
+        "maximize": {"learning_rate": 0.005, "maximize": True},
+        "combined": {
+            "learning_rate": 0.005,
+            "lambd": 0.5,
+            "alpha": 0.5,
+            "t0": 5.0,
+            "weight_decay": 0.1,
+            "maximize": True,
+        },
+    },
+    typical={"learning_rate": 0.3, "lambd": 1e-3, "t0": 5.0, "weight_decay": 1e-4},
+    group_overrides={"learning_rate": 0.02, "lambd": 0.1},
+    bfloat16_learning_rate=0.1,
+    hyperparameters=_asgd,
+    runtime_changes=(
+        {"lambd": 0.3, "alpha": 0.5, "t0": 3.0},
+        {"learning_rate": 0.02, "weight_decay": 0.1},
+    ),
+    scalar_state_dtypes={"eta": "float32", "mu": "float32"},
+)
+
+# Rprop follows the gradient's sign: near an optimum, a float32 gradient's sign is rounding
+# noise and one flip changes a step size 2.4-fold, so no variant settles onto an optimum within
+# 30 steps: the smallest |gradient| whose sign is taken is 8e-5 (plain, tensor_lr) to 0.6
+# (combined), over 100 times the float32 rounding of the gradients (~5e-7).
+RPROP = OptimizerInfo(
+    name="rprop",
+    torch_class="Rprop",
+    docs_page="rprop.md",
+    variants={
+        "plain": {"learning_rate": 0.01},
+        "etas": {"learning_rate": 0.01, "etas": (0.3, 1.1)},
+        # lr above the maximum: torch clamps it at the first update.
+        "step_sizes": {"learning_rate": 0.1, "step_sizes": (5e-3, 0.05)},
+        "maximize": {"learning_rate": 0.005, "maximize": True},
+        "combined": {
+            "learning_rate": 0.005,
+            "etas": (0.4, 1.15),
+            "step_sizes": (1e-4, 0.1),
+            "maximize": True,
+        },
+    },
+    typical={"learning_rate": 0.01, "etas": (0.5, 1.2), "step_sizes": (1e-6, 1.0)},
+    group_overrides={"learning_rate": 0.005, "etas": (0.3, 1.1)},
+    bfloat16_learning_rate=0.01,
+    hyperparameters=_rprop,
+    runtime_changes=({"learning_rate": 0.05}, {"learning_rate": 0.001}),
+    runtime_changes_matter=False,
+    zero_learning_rate_overrides={"step_sizes": (0.0, 50.0)},
+)
+
+# On the hinge problem, descent moves entries across their hinges, so the set of zero gradient
+# entries changes from step to step (6-11 of tensor's, 0-6 of matrix's, 0 or 3 of vector's);
+# ascent only drives entries further from them, so the maximize variants keep one set.
+SPARSE_ADAM = OptimizerInfo(
+    name="sparse_adam",
+    torch_class="SparseAdam",
+    docs_page="sparse_adam.md",
+    variants={
+        "plain": {"learning_rate": 0.05},
+        "betas_eps": {"learning_rate": 0.05, "b1": 0.8, "b2": 0.99, "eps": 1e-4},
+        "maximize": {"learning_rate": 0.01, "maximize": True},
+        "combined": {"learning_rate": 0.01, "b1": 0.5, "b2": 0.9, "eps": 1e-3, "maximize": True},
+    },
+    typical={"learning_rate": 1e-2, "b2": 0.99},
+    group_overrides={"learning_rate": 0.02, "b1": 0.8},
+    bfloat16_learning_rate=0.1,
+    hyperparameters=_sparse_adam,
+    runtime_changes=({"b1": 0.8, "b2": 0.99}, {"eps": 1e-4, "learning_rate": 0.02}),
+    problem="hinge",
+    sparse_gradients=True,
+)
+
 # Clipping (RMS of the normalized update above d >= 1) bites at d = 1 in the plain variant for
 # the factored leaves only now and then, as gradients shrink; it bites at every step under
 # maximize, where they grow. eps1 = 1 is above the root second moment of some entries, and
@@ -626,6 +751,9 @@ REGISTRY: tuple[OptimizerInfo, ...] = (
     NADAM,
     RADAM,
     ADAFACTOR,
+    ASGD,
+    RPROP,
+    SPARSE_ADAM,
 )
 BY_NAME: dict[str, OptimizerInfo] = {info.name: info for info in REGISTRY}
 NAMES: list[str] = list(BY_NAME)
