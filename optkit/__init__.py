@@ -37,6 +37,7 @@ from optkit.combinators.masking import (
 from optkit.combinators.param_groups import ParamGroupsState, Selector, param_groups
 from optkit.optimizers.adagrad import ScaleByRssState, adagrad, scale_by_rss
 from optkit.optimizers.adam import ScaleByAdamState, adam, adamw, scale_by_adam
+from optkit.optimizers.lbfgs import ScaleByLbfgsState, lbfgs, scale_by_lbfgs
 from optkit.optimizers.rmsprop import ScaleByRmsState, rmsprop, scale_by_rms
 from optkit.optimizers.sgd import sgd
 from optkit.transforms.clipping import clip, clip_by_global_norm, global_norm
@@ -62,6 +63,7 @@ __all__ = [
     "Scalar",
     "ScalarOrSchedule",
     "ScaleByAdamState",
+    "ScaleByLbfgsState",
     "ScaleByRmsState",
     "ScaleByRssState",
     "ScaleByScheduleState",
@@ -83,6 +85,7 @@ __all__ = [
     "global_norm",
     "identity",
     "inject_hyperparams",
+    "lbfgs",
     "masked",
     "negate",
     "param_groups",
@@ -91,6 +94,7 @@ __all__ = [
     "rmsprop",
     "scale",
     "scale_by_adam",
+    "scale_by_lbfgs",
     "scale_by_learning_rate",
     "scale_by_rms",
     "scale_by_rss",
