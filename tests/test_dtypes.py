@@ -72,28 +72,37 @@ def loss(params):
     return jnp.mean((prediction - y) ** 2)
 
 
-def is_count(path, leaf) -> bool:
-    return getattr(path[-1], "name", None) == "count" and np.ndim(leaf) == 0
+# The extra update arguments each set-up needs (LBFGS evaluates the loss itself).
+UPDATE_ARGS = {
+    **{info.name: info.update_args(loss) for info in REGISTRY},
+    **{name: {} for name in EXTRA},
+}
+
+
+def is_counter(path, leaf) -> bool:
+    """An integer scalar: an update count, or a counter such as LBFGS's ``n_iter``."""
+    return np.ndim(leaf) == 0 and jnp.issubdtype(leaf.dtype, jnp.integer)
 
 
 def float_state_leaves(state):
-    """The state's leaves except the int32 update counters, which must be int32 scalars."""
+    """The state's leaves except the counters, which must be int32 scalars."""
     floats = []
     for path, leaf in jax.tree_util.tree_leaves_with_path(state):
-        if is_count(path, leaf):
+        if is_counter(path, leaf):
             assert leaf.dtype == jnp.int32, jax.tree_util.keystr(path)
         else:
             floats.append((jax.tree_util.keystr(path), leaf))
     return floats
 
 
-def two_steps(tx, params):
+def two_steps(tx, params, name):
     """Init and two updates; returns the last updates, the state and the jaxpr of ``update``."""
     state = tx.init(params)
     grads = jax.grad(loss)(params)
-    updates, state = tx.update(grads, state, params)
-    jaxpr = jax.make_jaxpr(tx.update)(grads, state, params)
-    updates, state = tx.update(grads, state, params)
+    update = functools.partial(tx.update, **UPDATE_ARGS[name])
+    updates, state = update(grads, state, params)
+    jaxpr = jax.make_jaxpr(update)(grads, state, params)
+    updates, state = update(grads, state, params)
     return updates, state, jaxpr
 
 
@@ -104,7 +113,7 @@ def two_steps(tx, params):
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_float64_end_to_end(name, lr_kind):
     tx = OPTIMIZERS[name](LEARNING_RATES[lr_kind](1e-2))
-    updates, state, jaxpr = two_steps(tx, make_params(jnp.float64))
+    updates, state, jaxpr = two_steps(tx, make_params(jnp.float64), name)
 
     for path, leaf in float_state_leaves(state):
         assert leaf.dtype == jnp.float64, path
@@ -117,7 +126,7 @@ def test_float64_end_to_end(name, lr_kind):
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_float64_update_computes_nothing_in_float32(name):
     tx = OPTIMIZERS[name](LEARNING_RATES["float64_schedule"](1e-2))
-    _, _, jaxpr = two_steps(tx, make_params(jnp.float64))
+    _, _, jaxpr = two_steps(tx, make_params(jnp.float64), name)
 
     assert "f32" not in str(jaxpr)
 
@@ -130,7 +139,7 @@ def test_float64_update_computes_nothing_in_float32(name):
 def test_float32_params_stay_float32(name, lr_kind):
     tx = OPTIMIZERS[name](LEARNING_RATES[lr_kind](1e-2))
     params = make_params(jnp.float32)
-    updates, state, jaxpr = two_steps(tx, params)
+    updates, state, jaxpr = two_steps(tx, params, name)
 
     for path, leaf in float_state_leaves(state):
         assert leaf.dtype == jnp.float32, path
@@ -153,7 +162,7 @@ def test_bfloat16_training(name):
     @jax.jit
     def step(params, state):
         value, grads = jax.value_and_grad(loss)(params)
-        updates, state = tx.update(grads, state, params)
+        updates, state = tx.update(grads, state, params, **UPDATE_ARGS[name])
         return optkit.apply_updates(params, updates), state, value, updates
 
     initial_loss = float(loss(params))
@@ -175,14 +184,18 @@ def test_bfloat16_training(name):
 def test_mixed_tree_keeps_each_leaf_dtype(name):
     tx = OPTIMIZERS[name](LEARNING_RATES["float64_schedule"](1e-2))
     params = make_params(jnp.bfloat16, b_dtype=jnp.float32)
-    updates, state, jaxpr = two_steps(tx, params)
+    updates, state, jaxpr = two_steps(tx, params, name)
     expected = {"w": jnp.bfloat16, "b": jnp.float32}
 
     for key, leaf in updates.items():
         assert leaf.dtype == expected[key], key
     for path, leaf in jax.tree_util.tree_leaves_with_path(state):
-        if not is_count(path, leaf):
-            assert leaf.dtype == expected[path[-1].key], jax.tree_util.keystr(path)
+        key = getattr(path[-1], "key", None)
+        if key in expected:  # a buffer: its param's dtype
+            assert leaf.dtype == expected[key], jax.tree_util.keystr(path)
+        elif not is_counter(path, leaf):
+            # A scalar of the whole update (LBFGS's step size): the params' promoted dtype.
+            assert leaf.dtype == jnp.float32, jax.tree_util.keystr(path)
     new_params = optkit.apply_updates(params, updates)
     for key, leaf in new_params.items():
         assert leaf.dtype == expected[key], key

@@ -31,7 +31,9 @@ def dtype_of(tree: Updates) -> jnp.dtype:
 
 def dot(a: Updates, b: Updates) -> jax.Array:
     """``a . b`` over every element of two trees of the same structure."""
-    parts = [jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)]
+    # Elementwise products, then a sum: no reshape, so a sharded leaf is never gathered.
+    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    parts = [jnp.sum(x * y) for x, y in pairs]
     return _reduce(parts, operator.add, dtype_of(a))
 
 

@@ -130,6 +130,50 @@ def _two_loop(state: ScaleByLbfgsState, grad: Updates, settings: _Settings) -> U
     return jax.lax.fori_loop(0, length, oldest_first, r)
 
 
+class _Move(NamedTuple):
+    """Where an iteration's step lands: the params, the loss and gradient there (torch's, when
+    it does not evaluate), the step taken and the evaluations spent."""
+
+    params: Params
+    loss: jax.Array
+    grad: Updates
+    step_size: jax.Array
+    evals: jax.Array
+
+
+def _fixed_step(
+    it: _Iterate, direction: Updates, step_size: jax.Array, evaluate: Callable, last: jax.Array
+) -> _Move:
+    """``x + t d``, evaluated unless it is the update's last iteration (as torch does)."""
+    params = step_along(it.params, direction, step_size=step_size)
+    loss, grad = jax.lax.cond(last, lambda: (it.loss, it.grad), lambda: tuple(evaluate(params)))
+    return _Move(params, loss, grad, step_size, jnp.where(last, 0, 1).astype(jnp.int32))
+
+
+def _searched_step(
+    it: _Iterate,
+    direction: Updates,
+    step_size: jax.Array,
+    slope: jax.Array,
+    evaluate: Callable,
+    max_ls: jax.Array,
+    tolerance_change: jax.Array,
+) -> _Move:
+    """The strong-Wolfe line search's step from ``step_size``, with its evaluations."""
+    found = strong_wolfe(
+        lambda t: evaluate(step_along(it.params, direction, step_size=t)),
+        step_size,
+        direction,
+        it.loss,
+        it.grad,
+        slope,
+        max_ls=max_ls,
+        tolerance_change=tolerance_change,
+    )
+    params = step_along(it.params, direction, step_size=found.step_size)
+    return _Move(params, found.value, found.grad, found.step_size, found.evals)
+
+
 def _iterate(
     it: _Iterate,
     evaluate: Callable[[Params], Evaluation],
@@ -139,17 +183,15 @@ def _iterate(
     tolerance_change: jax.Array,
 ) -> _Iterate:
     """One pass of torch's ``while n_iter < max_iter`` loop."""
-    state = it.state
     iteration = it.iteration + 1
-    n_iter = state.n_iter + 1
-    first = n_iter == 1
+    n_iter = it.state.n_iter + 1
+    dtype = it.state.step_size.dtype
     # The fresh state (no pairs, H_diag = 1) makes the first direction -g, as torch's reset does.
-    state = _remember(state, it.grad, settings)
+    state = _remember(it.state, it.grad, settings)
     direction = _two_loop(state, it.grad, settings)
-    dtype = state.step_size.dtype
     inverse_l1 = 1.0 / sum_abs(it.grad)
     first_step = jnp.where(inverse_l1 < 1.0, inverse_l1 * learning_rate, learning_rate)
-    step_size = jnp.where(first, first_step, learning_rate).astype(dtype)
+    step_size = jnp.where(n_iter == 1, first_step, learning_rate).astype(dtype)
     state = state._replace(
         n_iter=n_iter,
         direction=direction,
@@ -158,55 +200,32 @@ def _iterate(
         prev_loss=it.loss,
     )
     slope = dot(it.grad, direction)  # torch's gtd
-    flat = slope > -tolerance_change
 
     def move(it: _Iterate) -> _Iterate:
         if settings.strong_wolfe:
-            found = strong_wolfe(
-                lambda t: evaluate(step_along(it.params, direction, step_size=t)),
-                step_size,
-                direction,
-                it.loss,
-                it.grad,
-                slope,
-                max_ls=settings.max_eval - it.evals,
-                tolerance_change=tolerance_change,
-            )
-            params = step_along(it.params, direction, step_size=found.step_size)
-            loss, grad, step_size_found, spent = (
-                found.value,
-                found.grad,
-                found.step_size,
-                found.evals,
+            max_ls = settings.max_eval - it.evals
+            moved = _searched_step(
+                it, direction, step_size, slope, evaluate, max_ls, tolerance_change
             )
         else:
-            params = step_along(it.params, direction, step_size=step_size)
-            step_size_found = step_size
-            # torch skips the evaluation after the last iteration.
-            last = iteration == settings.max_iter
-            loss, grad = jax.lax.cond(
-                last, lambda: (it.loss, it.grad), lambda: tuple(evaluate(params))
-            )
-            spent = jnp.where(last, 0, 1)
-        optimal = max_abs(grad) <= tolerance_grad
-        evals = it.evals + spent
-        new_state = it.state._replace(
-            func_evals=it.state.func_evals + spent, step_size=step_size_found.astype(dtype)
-        )
-        moved = max_abs(scale_tree(direction, step_size_found)) <= tolerance_change
+            moved = _fixed_step(it, direction, step_size, evaluate, iteration == settings.max_iter)
+        evals = it.evals + moved.evals
         done = (
             (iteration == settings.max_iter)
             | (evals >= settings.max_eval)
-            | optimal
-            | moved
-            | (jnp.abs(loss - it.state.prev_loss) < tolerance_change)
+            | (max_abs(moved.grad) <= tolerance_grad)
+            | (max_abs(scale_tree(direction, moved.step_size)) <= tolerance_change)
+            | (jnp.abs(moved.loss - it.loss) < tolerance_change)
         )
-        return it._replace(
-            state=new_state, params=params, grad=grad, loss=loss, evals=evals, done=done
+        state = it.state._replace(
+            func_evals=it.state.func_evals + moved.evals, step_size=moved.step_size.astype(dtype)
         )
+        return _Iterate(state, moved.params, moved.grad, moved.loss, iteration, evals, done)
 
     it = it._replace(state=state, iteration=iteration)
-    return jax.lax.cond(flat, lambda it: it._replace(done=jnp.asarray(True)), move, it)
+    # A direction that does not descend ends the update before any step.
+    stop = lambda it: it._replace(done=jnp.asarray(True))
+    return jax.lax.cond(slope > -tolerance_change, stop, move, it)
 
 
 def _run(
@@ -220,23 +239,21 @@ def _run(
 ) -> tuple[Updates, ScaleByLbfgsState]:
     """One torch ``step(closure)``: the update and the new state."""
     dtype = state.step_size.dtype
-    learning_rate, tolerance_grad, tolerance_change = (
-        jnp.asarray(h).astype(dtype) for h in hyperparameters
-    )
+    learning_rate, tolerance_grad, tolerance_change = hyperparameters
 
     def evaluate(x: Params) -> Evaluation:
         loss, new_grad = jax.value_and_grad(value_fn)(x)
         return Evaluation(jnp.asarray(loss).astype(dtype), _cast_like(new_grad, x))
 
     grad = _cast_like(grad, params)
-    loss = value_fn(params) if value is None else value
+    loss = jnp.asarray(value_fn(params) if value is None else value).astype(dtype)
     it = _Iterate(
         state=state._replace(
             count=_numerics.increment(state.count), func_evals=state.func_evals + 1
         ),
         params=params,
         grad=grad,
-        loss=jnp.asarray(loss).astype(dtype),
+        loss=loss,
         iteration=jnp.zeros([], jnp.int32),
         evals=jnp.ones([], jnp.int32),
         # torch returns at once when the gradient is already below tolerance_grad.
@@ -381,7 +398,13 @@ def scale_by_lbfgs(
                 f"lbfgs: the learning-rate schedule returned shape {jnp.shape(rate)}; it must "
                 "return a scalar."
             )
-        arguments = (state, updates, params, value, (rate, tolerance_grad, tolerance_change))
+        # As arrays of the state's dtype: one compiled program serves Python and array values.
+        dtype = state.step_size.dtype
+        value = None if value is None else jnp.asarray(value).astype(dtype)
+        hyperparameters = tuple(
+            jnp.asarray(h).astype(dtype) for h in (rate, tolerance_grad, tolerance_change)
+        )
+        arguments = (state, updates, params, value, hyperparameters)
         traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(arguments))
         run = _run if traced or not _hashable(value_fn) else _run_compiled
         return run(settings, value_fn, *arguments)

@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 import jax
+from jax.sharding import NamedSharding, PartitionSpec
 
 COLLECTIVE = re.compile(
     r"\s(all-gather|all-to-all|collective-permute|reduce-scatter|all-reduce)(?:-start)?\("
@@ -24,8 +25,18 @@ def param_for(path: tuple, params: dict) -> tuple[str, Any] | None:
     return None
 
 
+def with_leading_axes(sharding: Any, count: int) -> Any:
+    """``sharding`` for an array with ``count`` more, unsharded, leading axes (a history of
+    buffers shaped like the param, as LBFGS keeps)."""
+    if count == 0:
+        return sharding
+    return NamedSharding(sharding.mesh, PartitionSpec(*([None] * count), *sharding.spec))
+
+
 def state_shardings(state: Any, params: dict, shardings: Any = None) -> list[dict]:
-    """One record per state leaf: its sharding next to its param's (``None`` for scalars).
+    """One record per state leaf: its sharding next to its param's (``None`` for leaves tied to
+    no param: counters and other scalars). A buffer may have leading axes before its param's
+    (LBFGS's history); it matches when it is sharded like its param on the param's axes.
 
     ``shardings`` defaults to the leaves' own (``.sharding``); pass a compiled function's
     ``output_shardings`` to inspect those instead.
@@ -45,7 +56,10 @@ def state_shardings(state: Any, params: dict, shardings: Any = None) -> list[dic
                 "param": None if match is None else match[0],
                 "matches_param": None
                 if match is None
-                else sharding.is_equivalent_to(match[1].sharding, leaf.ndim),
+                else sharding.is_equivalent_to(
+                    with_leading_axes(match[1].sharding, leaf.ndim - len(match[1].shape)),
+                    leaf.ndim,
+                ),
                 "replicated": sharding.is_fully_replicated,
                 "devices": len(sharding.device_set),
             }
