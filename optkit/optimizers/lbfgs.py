@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from optkit import _numerics, _tree, _validation
-from optkit._base import GradientTransformation, Params, ScalarOrSchedule, Updates, require_params
+from optkit._base import (
+    GradientTransformation,
+    Params,
+    Scalar,
+    ScalarOrSchedule,
+    Updates,
+    require_params,
+)
 from optkit.combinators.masking import MaskedNode
 from optkit.optimizers._line_search import Evaluation, strong_wolfe
 from optkit.optimizers._vector import difference, dot, dtype_of, max_abs, step_along, sum_abs
@@ -142,7 +149,11 @@ class _Move(NamedTuple):
 
 
 def _fixed_step(
-    it: _Iterate, direction: Updates, step_size: jax.Array, evaluate: Callable, last: jax.Array
+    it: _Iterate,
+    direction: Updates,
+    step_size: jax.Array,
+    evaluate: Callable[[Params], Evaluation],
+    last: jax.Array,
 ) -> _Move:
     """``x + t d``, evaluated unless it is the update's last iteration (as torch does)."""
     params = step_along(it.params, direction, step_size=step_size)
@@ -155,7 +166,7 @@ def _searched_step(
     direction: Updates,
     step_size: jax.Array,
     slope: jax.Array,
-    evaluate: Callable,
+    evaluate: Callable[[Params], Evaluation],
     max_ls: jax.Array,
     tolerance_change: jax.Array,
 ) -> _Move:
@@ -296,7 +307,7 @@ def _hashable(value: Any) -> bool:
         hash(value)
     except TypeError:
         return False
-    return isinstance(value, Hashable)
+    return True
 
 
 def _history_like(params: Params, size: int) -> Updates:
@@ -311,8 +322,8 @@ def scale_by_lbfgs(
     learning_rate: ScalarOrSchedule = 1.0,
     max_iter: int = 20,
     max_eval: int | None = None,
-    tolerance_grad: Any = 1e-7,
-    tolerance_change: Any = 1e-9,
+    tolerance_grad: Scalar = 1e-7,
+    tolerance_change: Scalar = 1e-9,
     history_size: int = 100,
     line_search_fn: str | None = None,
 ) -> GradientTransformation:
@@ -416,8 +427,8 @@ def lbfgs(
     learning_rate: ScalarOrSchedule = 1.0,
     max_iter: int = 20,
     max_eval: int | None = None,
-    tolerance_grad: Any = 1e-7,
-    tolerance_change: Any = 1e-9,
+    tolerance_grad: Scalar = 1e-7,
+    tolerance_change: Scalar = 1e-9,
     history_size: int = 100,
     line_search_fn: str | None = None,
 ) -> GradientTransformation:
