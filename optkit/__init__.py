@@ -46,6 +46,7 @@ from optkit.optimizers.adagrad import ScaleByRssState, adagrad, scale_by_rss
 from optkit.optimizers.adam import ScaleByAdamState, adam, adamw, scale_by_adam
 from optkit.optimizers.adamax import ScaleByAdamaxState, adamax, scale_by_adamax
 from optkit.optimizers.asgd import ScaleByAsgdState, asgd, averaged_params, scale_by_asgd
+from optkit.optimizers.lbfgs import ScaleByLbfgsState, lbfgs, scale_by_lbfgs
 from optkit.optimizers.nadam import ScaleByNadamState, nadam, scale_by_nadam
 from optkit.optimizers.radam import ScaleByRadamState, radam, scale_by_radam
 from optkit.optimizers.rmsprop import ScaleByRmsState, rmsprop, scale_by_rms
@@ -83,6 +84,7 @@ __all__ = [
     "ScaleByAdamState",
     "ScaleByAdamaxState",
     "ScaleByAsgdState",
+    "ScaleByLbfgsState",
     "ScaleByNadamState",
     "ScaleByRadamState",
     "ScaleByRmsState",
@@ -113,6 +115,7 @@ __all__ = [
     "global_norm",
     "identity",
     "inject_hyperparams",
+    "lbfgs",
     "masked",
     "nadam",
     "negate",
@@ -128,6 +131,7 @@ __all__ = [
     "scale_by_adam",
     "scale_by_adamax",
     "scale_by_asgd",
+    "scale_by_lbfgs",
     "scale_by_learning_rate",
     "scale_by_nadam",
     "scale_by_radam",

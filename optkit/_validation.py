@@ -121,6 +121,12 @@ RANGES: dict[str, Range] = {
     "t0": Range(),
     # Accumulators.
     "initial_accumulator_value": Range(),
+    # Iterative methods: loop bounds and stopping tolerances.
+    "max_iter": Range(low=1, integer=True),
+    "max_eval": Range(low=1, integer=True),
+    "history_size": Range(low=1, integer=True),
+    "tolerance_grad": Range(),
+    "tolerance_change": Range(),
 }
 """The one table of hyperparameter ranges, keyed by argument name: every optimizer and primitive
 checks its numeric arguments here when it is built, and ``set_hyperparams`` checks new values

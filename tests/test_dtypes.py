@@ -72,21 +72,30 @@ def loss(params):
     return jnp.mean((prediction - y) ** 2)
 
 
-# Scalar state fields whose dtype does not follow the params': the int32 update counts, and each
-# row's ``scalar_state_dtypes`` (NAdam's float32 ``mu_product``, as torch keeps it).
-FIXED_SCALARS = {info.name: {"count": "int32", **info.scalar_state_dtypes} for info in REGISTRY}
+# The extra update arguments each set-up needs (LBFGS evaluates the loss itself).
+UPDATE_ARGS = {
+    **{info.name: info.update_args(loss) for info in REGISTRY},
+    **{name: {} for name in EXTRA},
+}
+
+# Scalar state fields whose dtype does not follow the params': integer counters (int32 update
+# counts, LBFGS's ``n_iter``...), and each row's ``scalar_state_dtypes`` (NAdam's float32
+# ``mu_product``, ASGD's ``eta`` and ``mu``, as torch keeps them).
+FIXED_SCALARS = {info.name: dict(info.scalar_state_dtypes) for info in REGISTRY}
 
 
 def fixed_dtype(name, path, leaf):
     """The dtype a state leaf of optimizer ``name`` has whatever the params' dtype, or None."""
     if np.ndim(leaf) != 0:
         return None
-    return FIXED_SCALARS.get(name, {"count": "int32"}).get(getattr(path[-1], "name", None))
+    if jnp.issubdtype(leaf.dtype, jnp.integer):
+        return "int32"
+    return FIXED_SCALARS.get(name, {}).get(getattr(path[-1], "name", None))
 
 
 def is_fixed_scalar(name, aval) -> bool:
     """Whether an output of ``update`` may be one of the fixed-dtype scalars."""
-    fixed = FIXED_SCALARS.get(name, {"count": "int32"}).values()
+    fixed = {"int32", *FIXED_SCALARS.get(name, {}).values()}
     return aval.ndim == 0 and aval.dtype in {jnp.dtype(d) for d in fixed}
 
 
@@ -102,13 +111,14 @@ def float_state_leaves(name, state):
     return floats
 
 
-def two_steps(tx, params):
+def two_steps(tx, params, name):
     """Init and two updates; returns the last updates, the state and the jaxpr of ``update``."""
     state = tx.init(params)
     grads = jax.grad(loss)(params)
-    updates, state = tx.update(grads, state, params)
-    jaxpr = jax.make_jaxpr(tx.update)(grads, state, params)
-    updates, state = tx.update(grads, state, params)
+    update = functools.partial(tx.update, **UPDATE_ARGS[name])
+    updates, state = update(grads, state, params)
+    jaxpr = jax.make_jaxpr(update)(grads, state, params)
+    updates, state = update(grads, state, params)
     return updates, state, jaxpr
 
 
@@ -119,7 +129,7 @@ def two_steps(tx, params):
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_float64_end_to_end(name, lr_kind):
     tx = OPTIMIZERS[name](LEARNING_RATES[lr_kind](1e-2))
-    updates, state, jaxpr = two_steps(tx, make_params(jnp.float64))
+    updates, state, jaxpr = two_steps(tx, make_params(jnp.float64), name)
 
     for path, leaf in float_state_leaves(name, state):
         assert leaf.dtype == jnp.float64, path
@@ -132,7 +142,7 @@ def test_float64_end_to_end(name, lr_kind):
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_float64_update_computes_nothing_in_float32(name):
     tx = OPTIMIZERS[name](LEARNING_RATES["float64_schedule"](1e-2))
-    _, _, jaxpr = two_steps(tx, make_params(jnp.float64))
+    _, _, jaxpr = two_steps(tx, make_params(jnp.float64), name)
 
     text = str(jaxpr)
     if "float32" in FIXED_SCALARS.get(name, {}).values():
@@ -148,7 +158,7 @@ def test_float64_update_computes_nothing_in_float32(name):
 def test_float32_params_stay_float32(name, lr_kind):
     tx = OPTIMIZERS[name](LEARNING_RATES[lr_kind](1e-2))
     params = make_params(jnp.float32)
-    updates, state, jaxpr = two_steps(tx, params)
+    updates, state, jaxpr = two_steps(tx, params, name)
 
     for path, leaf in float_state_leaves(name, state):
         assert leaf.dtype == jnp.float32, path
@@ -171,7 +181,7 @@ def test_bfloat16_training(name):
     @jax.jit
     def step(params, state):
         value, grads = jax.value_and_grad(loss)(params)
-        updates, state = tx.update(grads, state, params)
+        updates, state = tx.update(grads, state, params, **UPDATE_ARGS[name])
         return optkit.apply_updates(params, updates), state, value, updates
 
     initial_loss = float(loss(params))
@@ -193,15 +203,21 @@ def test_bfloat16_training(name):
 def test_mixed_tree_keeps_each_leaf_dtype(name):
     tx = OPTIMIZERS[name](LEARNING_RATES["float64_schedule"](1e-2))
     params = make_params(jnp.bfloat16, b_dtype=jnp.float32)
-    updates, state, jaxpr = two_steps(tx, params)
+    updates, state, jaxpr = two_steps(tx, params, name)
     expected = {"w": jnp.bfloat16, "b": jnp.float32}
 
     for key, leaf in updates.items():
         assert leaf.dtype == expected[key], key
     for path, leaf in jax.tree_util.tree_leaves_with_path(state):
         fixed = fixed_dtype(name, path, leaf)
-        want = expected[path[-1].key] if fixed is None else fixed
-        assert leaf.dtype == want, jax.tree_util.keystr(path)
+        key = getattr(path[-1], "key", None)
+        if fixed is not None:
+            assert leaf.dtype == fixed, jax.tree_util.keystr(path)
+        elif key in expected:  # a buffer: its param's dtype
+            assert leaf.dtype == expected[key], jax.tree_util.keystr(path)
+        else:
+            # A scalar of the whole update (LBFGS's step size): the params' promoted dtype.
+            assert leaf.dtype == jnp.float32, jax.tree_util.keystr(path)
     new_params = optkit.apply_updates(params, updates)
     for key, leaf in new_params.items():
         assert leaf.dtype == expected[key], key

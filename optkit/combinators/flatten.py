@@ -24,7 +24,7 @@ order). docs/performance.md lists the cases; the parity suite runs on both paths
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -177,6 +177,28 @@ def _split(flat: dict[str, jax.Array], layout: _Layout, where: str) -> list[Any]
     return leaves
 
 
+class _OnFlatVectors:
+    """A loss of the params tree (optax's ``value_fn`` extra argument) as a loss of the flat
+    vectors. Equal for the same loss and layout, so a compiled program keyed on it (an eager
+    ``lbfgs`` update) is reused from one update to the next."""
+
+    def __init__(self, value_fn: Callable[[Params], Any], treedef: Any, layout: _Layout) -> None:
+        self.value_fn, self.treedef, self.layout = value_fn, treedef, layout
+
+    def __call__(self, flat: dict[str, jax.Array]) -> Any:
+        leaves = _split(flat, self.layout, "flatten: value_fn")
+        return self.value_fn(jax.tree.unflatten(self.treedef, leaves))
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.value_fn, self.treedef, self.layout)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _OnFlatVectors) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash((self.value_fn, self.treedef))
+
+
 def flatten(
     inner: GradientTransformation, *, max_flat_size: int | None = DEFAULT_MAX_FLAT_SIZE
 ) -> GradientTransformation:
@@ -188,7 +210,9 @@ def flatten(
     path and kept in its own shape (no copy: concatenating a large leaf would cost a pass over
     its bytes and save no compile time, and XLA compiles it as on the per-leaf path). Updates
     come back with the original tree's structure and shapes, so :func:`optkit.apply_updates`,
-    ``optax.chain`` and Flax's ``TrainState`` use it unchanged.
+    ``optax.chain`` and Flax's ``TrainState`` use it unchanged. A ``value_fn=`` extra argument
+    (the loss as a function of the params, which :func:`optkit.lbfgs` evaluates) reaches the
+    inner transform as the same loss of the flat vectors.
 
     When to use it: Adam-family optimizers over many small leaves on one device. On the CPU
     benchmarks (1000 and 2000 leaves of 4000 floats) an AdamW or Adam train step compiled in
@@ -254,6 +278,11 @@ def flatten(
             flat_params = _concatenate(jax.tree.leaves(params), layout)
         if not forward_extra:
             extra_args = {}
+        elif callable(extra_args.get("value_fn")):
+            extra_args = {
+                **extra_args,
+                "value_fn": _OnFlatVectors(extra_args["value_fn"], treedef, layout),
+            }
         with _tree.flattened_leaves():
             flat_updates, inner_state = inner.update(
                 _concatenate(leaves, layout), state.inner_state, flat_params, **extra_args

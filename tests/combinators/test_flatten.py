@@ -141,8 +141,10 @@ def test_matches_per_leaf_under_jit(name: str) -> None:
 
 
 # Registry rows whose math flatten would change (per-leaf shapes and norms): wrapped in flatten,
-# they must fail, wherever they sit inside it, never return another optimizer's result.
-NOT_FLATTENED = {info.name: info.make for info in REGISTRY if not info.flatten}
+# they must fail, wherever they sit inside it, never return another optimizer's result. LBFGS
+# (a closure row) is the exception: its math already spans every leaf as one vector, flatten hands
+# it a loss of the flat vectors, and tests/optimizers/test_lbfgs.py checks that run against torch.
+NOT_FLATTENED = {info.name: info.make for info in REGISTRY if not info.flatten and not info.closure}
 
 
 @pytest.mark.parametrize("name", NOT_FLATTENED)
@@ -426,3 +428,24 @@ def test_nnx_optimizer() -> None:
     assert {name: v.shape for name, v in mu.items()} == {"float32": (8 * 32 + 32 + 32 * 3 + 3,)}
     assert_close(flat_params, run(optkit.adamw(1e-2))[0])
     assert losses[-1] < losses[0]
+
+
+def test_value_fn_reaches_the_inner_transform_as_a_loss_of_the_flat_vectors() -> None:
+    """optax's ``value_fn`` extra argument is a function of the params; inside flatten the inner
+    transform's params are the flat vectors, so it gets the same loss of those (optkit.lbfgs
+    evaluates it). It compares equal from update to update, so compiled programs keyed on it
+    are reused."""
+    seen = []
+
+    def update(updates, state, params=None, *, value_fn=None, **extra_args):
+        seen.append((value_fn, value_fn(params)))
+        return updates, state
+
+    tx = optkit.flatten(optkit.GradientTransformation(lambda params: optkit.EmptyState(), update))
+    params = mixed_tree()
+    state = tx.init(params)
+    for _ in range(2):
+        tx.update(grad_fn(params), state, params, value_fn=loss)
+    (first, value), (second, _) = seen
+    assert first == second and hash(first) == hash(second)
+    np.testing.assert_allclose(value, loss(params), rtol=1e-12)

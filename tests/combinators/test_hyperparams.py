@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 
 import optkit
+from optkit import _validation
 from tests.parity import problem
 from tests.parity.cases import to_torch_kwargs
 from tests.parity.runner import compare, stack
@@ -34,12 +36,19 @@ SAME_MATH = {"rtol": 1e-12, "atol": 1e-14}
 TORCH_FLOAT64 = {"rtol": 1e-10, "atol": 1e-12}
 
 Values = dict[str, Any]
+Task = problem.Problem
 Change = tuple[int, int | None, Values]
 """Before the ``step``-th update (0-based), set ``values`` in param group ``group`` (None: all)."""
 
 
-def start_params() -> dict[str, jax.Array]:
-    return {name: jnp.asarray(value) for name, value in problem.initial_params(np.float64).items()}
+def start_params(task: Task = problem.STANDARD) -> dict[str, jax.Array]:
+    return {name: jnp.asarray(value) for name, value in task.initial_params(np.float64).items()}
+
+
+def update_args(factory: Callable[..., optkit.GradientTransformation], task: Task) -> Values:
+    """The extra update arguments a registry optimizer needs on ``task`` (LBFGS: the loss)."""
+    info = BY_NAME.get(factory.__name__)
+    return {} if info is None else info.update_args(task.jax_loss)
 
 
 def numpy_tree(params: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -65,21 +74,23 @@ def signature(tree: Any) -> Any:
 
 @dataclasses.dataclass
 class JittedStep:
-    """``(params, state) -> (params, state)`` for ``tx`` on the parity problem, counting traces."""
+    """``(params, state) -> (params, state)`` for ``tx`` on a parity problem, counting traces."""
 
     tx: optkit.GradientTransformation
+    task: Task = problem.STANDARD
+    extra: Values = dataclasses.field(default_factory=dict)
     traces: int = 0
 
     def __post_init__(self) -> None:
         def step(params, grads, state):
             self.traces += 1
-            updates, state = self.tx.update(grads, state, params)
+            updates, state = self.tx.update(grads, state, params, **self.extra)
             return optkit.apply_updates(params, updates), state
 
         self.jitted = jax.jit(step)
 
     def __call__(self, params, state):
-        _, grads = problem.jax_value_and_grad(params)
+        _, grads = self.task.jax_value_and_grad(params)
         return self.jitted(params, grads, state)
 
 
@@ -89,14 +100,18 @@ def run_optkit(
     steps: int = STEPS,
     *,
     jit: bool = True,
+    task: Task = problem.STANDARD,
+    extra: Values | None = None,
 ) -> dict[str, np.ndarray]:
-    """The params before and after each update, applying ``changes`` with set_hyperparams.
+    """The params before and after each update on ``task``, applying ``changes`` with
+    set_hyperparams; ``extra`` are the update's extra arguments.
 
     Jitted, it asserts that the step was traced once however many values were changed. Eager
     (``jit=False``) skips the ~0.5 s XLA compile, for comparisons whose point is the math.
     """
-    step = JittedStep(tx)
-    params = start_params()
+    extra = extra or {}
+    step = JittedStep(tx, task, extra)
+    params = start_params(task)
     state = tx.init(params)
     path = [numpy_tree(params)]
     for k in range(steps):
@@ -106,8 +121,8 @@ def run_optkit(
         if jit:
             params, state = step(params, state)
         else:
-            _, grads = problem.jax_value_and_grad(params)
-            updates, state = tx.update(grads, state, params)
+            _, grads = task.jax_value_and_grad(params)
+            updates, state = tx.update(grads, state, params, **extra)
             params = optkit.apply_updates(params, updates)
         path.append(numpy_tree(params))
     if jit:
@@ -134,12 +149,15 @@ def run_torch(
     groups: Sequence[tuple[Sequence[str], Values]] | None = None,
     steps: int = STEPS,
     sparse_grads: bool = False,
+    task: Task = problem.STANDARD,
+    closure: bool = False,
 ) -> dict[str, np.ndarray]:
+    """torch's trajectory; with ``closure``, each step is ``optimizer.step(closure)``."""
     import torch
 
     params = {
         name: torch.tensor(value, requires_grad=True)
-        for name, value in problem.initial_params(np.float64).items()
+        for name, value in task.initial_params(np.float64).items()
     }
     if groups is None:
         spec: Any = list(params.values())
@@ -158,12 +176,21 @@ def run_torch(
                 )
                 for target in targets:
                     set_torch_group(target, values)
-        optimizer.zero_grad()
-        problem.torch_loss(params).backward()
-        if sparse_grads:  # torch's SparseAdam takes sparse-layout gradients only
-            for p in params.values():
-                p.grad = p.grad.to_sparse()
-        optimizer.step()
+
+        def evaluate() -> Any:
+            optimizer.zero_grad()
+            loss = task.torch_loss(params)
+            loss.backward()
+            if sparse_grads:  # torch's SparseAdam takes sparse-layout gradients only
+                for p in params.values():
+                    p.grad = p.grad.to_sparse()
+            return loss
+
+        if closure:
+            optimizer.step(evaluate)
+        else:
+            evaluate()
+            optimizer.step()
         path.append(numpy_tree(params))
     return stack(path)
 
@@ -209,7 +236,8 @@ SAME_AS_PLAIN: dict[str, tuple[Callable[..., optkit.GradientTransformation], Val
 @functools.cache
 def plain_path(case_id: str) -> dict[str, np.ndarray]:
     factory, kwargs = SAME_AS_PLAIN[case_id]
-    return run_optkit(factory(**kwargs), steps=20, jit=False)
+    extra = update_args(factory, problem.STANDARD)
+    return run_optkit(factory(**kwargs), steps=20, jit=False, extra=extra)
 
 
 # Most rows run eagerly, to skip ~30 XLA compiles; these also run jitted (hyperparameters traced,
@@ -220,7 +248,12 @@ JITTED_ROWS = {"sgd_zeros", "adam_amsgrad_zero_wd", "rmsprop-centered_momentum_w
 @pytest.mark.parametrize("case_id", list(SAME_AS_PLAIN))
 def test_injected_matches_plain_optimizer(case_id: str) -> None:
     factory, kwargs = SAME_AS_PLAIN[case_id]
-    injected = run_optkit(inject(factory)(**kwargs), steps=20, jit=case_id in JITTED_ROWS)
+    injected = run_optkit(
+        inject(factory)(**kwargs),
+        steps=20,
+        jit=case_id in JITTED_ROWS,
+        extra=update_args(factory, problem.STANDARD),
+    )
     mismatch = compare(injected, plain_path(case_id), **SAME_MATH)
     assert mismatch is None, f"{case_id}: {mismatch}"
 
@@ -229,8 +262,15 @@ def test_injected_matches_plain_optimizer(case_id: str) -> None:
 def test_numeric_arguments_are_injected_as_given(case_id: str) -> None:
     factory, kwargs = SAME_AS_PLAIN[case_id]
     state = inject(factory)(**kwargs).init(start_params())
-    # Tuples (Adafactor's eps, Rprop's etas) are passed through as static arguments, as bools are.
-    numeric = {k: v for k, v in kwargs.items() if not isinstance(v, bool | tuple)}
+    # Bools, strings, tuples (Adafactor's eps, Rprop's etas) and structural integers (loop
+    # counts) stay static.
+    numeric = {
+        k: v
+        for k, v in kwargs.items()
+        if isinstance(v, numbers.Real)
+        and not isinstance(v, bool)
+        and not _validation.is_structural(k)
+    }
     got = optkit.get_hyperparams(state)
     assert got.keys() == numeric.keys()
     for name, value in numeric.items():
@@ -252,6 +292,8 @@ class TorchCase:
     groups: tuple[tuple[tuple[str, ...], Values], ...] | None = None
     changes_matter: bool = True  # torch reads the changed values (see the registry's field)
     sparse_grads: bool = False  # torch's side needs sparse-layout gradients (SparseAdam)
+    problem: str = "standard"
+    closure: bool = False
 
     def make_optkit(self) -> optkit.GradientTransformation:
         if self.groups is None:
@@ -288,11 +330,13 @@ def runtime_case(info: OptimizerInfo) -> TorchCase:
         changes,
         changes_matter=info.runtime_changes_matter,
         sparse_grads=info.sparse_gradients,
+        problem=info.problem,
+        closure=info.closure,
     )
 
 
 TORCH_CASES = [
-    *(runtime_case(info) for info in REGISTRY if not info.closure),
+    *(runtime_case(info) for info in REGISTRY),
     TorchCase(
         "sgd_momentum_lr",
         optkit.sgd,
@@ -416,14 +460,18 @@ TORCH_CASES = [
 def test_set_hyperparams_mid_run_matches_torch(case: TorchCase) -> None:
     require_torch()
     groups = None if case.groups is None else list(case.groups)
-    sparse = {"sparse_grads": case.sparse_grads}
-    expected = run_torch(case.torch_optimizer, case.kwargs, case.changes, groups, **sparse)
-    unchanged = run_torch(case.torch_optimizer, case.kwargs, (), groups, **sparse)
+    task = problem.PROBLEMS[case.problem]
+    on_task = {"task": task, "closure": case.closure, "sparse_grads": case.sparse_grads}
+    expected = run_torch(case.torch_optimizer, case.kwargs, case.changes, groups, **on_task)
+    unchanged = run_torch(case.torch_optimizer, case.kwargs, (), groups, **on_task)
     # The changes must matter, or agreeing on them proves nothing; where torch ignores them
     # (Rprop's lr), optkit must ignore them too.
     changed = compare(expected, unchanged, rtol=1e-6, atol=1e-8) is not None
     assert changed == case.changes_matter
-    mismatch = compare(run_optkit(case.make_optkit(), case.changes), expected, **TORCH_FLOAT64)
+    got = run_optkit(
+        case.make_optkit(), case.changes, task=task, extra=update_args(case.factory, task)
+    )
+    mismatch = compare(got, expected, **TORCH_FLOAT64)
     assert mismatch is None, f"{case.id} vs torch.optim.{case.torch_optimizer}: {mismatch}"
 
 
@@ -530,7 +578,7 @@ def test_no_weak_types_after_init_set_and_update(case_id: str) -> None:
     state = optkit.set_hyperparams(state, learning_rate=0.5)
     assert_no_weak_types(state)
     _, grads = problem.jax_value_and_grad(params)
-    _, new_state = tx.update(grads, state, params)
+    _, new_state = tx.update(grads, state, params, **update_args(factory, problem.STANDARD))
     assert signature(new_state) == signature(state)
 
 
@@ -585,14 +633,15 @@ def test_kth_update_uses_schedule_of_k_and_get_reports_it() -> None:
         assert used.dtype == jnp.float64
 
 
-@pytest.mark.parametrize("name", [info.name for info in REGISTRY if not info.closure])
+@pytest.mark.parametrize("name", [info.name for info in REGISTRY])
 def test_schedule_trajectory_matches_plain_optimizer(name) -> None:
     info = BY_NAME[name]
     schedule = lambda count: 0.5 * next(iter(info.variants.values()))["learning_rate"] * 0.9**count
     kwargs = {**info.typical, "learning_rate": schedule}
-    expected = run_optkit(info.factory(**kwargs), steps=15, jit=False)
+    extra = info.update_args(problem.STANDARD.jax_loss)
+    expected = run_optkit(info.factory(**kwargs), steps=15, jit=False, extra=extra)
     # One row with the count traced under jit; the rest eager, to skip XLA compiles.
-    got = run_optkit(inject(info.factory)(**kwargs), steps=15, jit=name == "sgd")
+    got = run_optkit(inject(info.factory)(**kwargs), steps=15, jit=name == "sgd", extra=extra)
     assert compare(got, expected, **SAME_MATH) is None
 
 

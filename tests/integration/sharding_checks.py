@@ -49,7 +49,7 @@ from sharding_records import (
 )
 
 import optkit
-from tests.support.registry import REGISTRY
+from tests.support.registry import BY_NAME, REGISTRY
 
 DEVICES = 8
 IN_FEATURES, HIDDEN, OUT_FEATURES, BATCH = 16, 64, 8, 32
@@ -128,6 +128,12 @@ def loss_fn(params: dict, x: jax.Array, y: jax.Array) -> jax.Array:
     return jnp.mean((hidden @ params["l2"]["kernel"] + params["l2"]["bias"] - y) ** 2)
 
 
+def update_args(name: str, x: jax.Array, y: jax.Array) -> dict[str, Any]:
+    """The extra arguments of ``tx.update`` for row ``name`` (LBFGS: the loss function)."""
+    info = BY_NAME.get(name)
+    return {} if info is None else info.update_args(lambda params: loss_fn(params, x, y))
+
+
 # --- groups ----------------------------------------------------------------------------------
 # Each layout compiles one program holding every optimizer (a dict keyed by name, each under its
 # own named scope): the optimizers share nothing, so every output's sharding is what it would be
@@ -173,7 +179,8 @@ def step_all(txs: dict[str, Any]) -> Callable:
             with jax.named_scope(name):
                 loss, grads = jax.value_and_grad(loss_fn)(params[name], x, y)
                 with jax.named_scope("optimizer"):
-                    updates, state = tx.update(grads, states[name], params[name])
+                    extra = update_args(name, x, y)
+                    updates, state = tx.update(grads, states[name], params[name], **extra)
                     new_params = optkit.apply_updates(params[name], updates)
             out[name] = (new_params, state, loss)
         return out
@@ -183,14 +190,14 @@ def step_all(txs: dict[str, Any]) -> Callable:
 
 def update_all(txs: dict[str, Any]) -> Callable:
     """The optimizers' own part of the step alone, on sharded grads, state and params, each
-    under its own named scope."""
+    under its own named scope (LBFGS's part includes the loss evaluations it makes)."""
 
     @jax.jit
-    def update(grads, states, params):
+    def update(grads, states, params, x, y):
         out = {}
         for name, tx in txs.items():
-            with jax.named_scope(name):
-                out[name] = tx.update(grads, states[name], params)
+            with jax.named_scope(f"update_{name}"):
+                out[name] = tx.update(grads, states[name], params, **update_args(name, x, y))
         return out
 
     return update
@@ -250,13 +257,13 @@ def check_step() -> dict:
                 record["state_after"] = state_shardings(new_state, params)
             out["optkit"][name][layout] = record
         if layout == "model_sharded_hidden_bias":
-            compiled_update = update_all(txs).lower(params, states, params).compile()
+            compiled_update = update_all(txs).lower(params, states, params, x, y).compile()
             found = collectives(compiled_update)
             out["update_collectives"] = {
-                name: [c for c in found if f"/{name}/" in c["op_name"]] for name in txs
+                name: [c for c in found if f"update_{name}/" in c["op_name"]] for name in txs
             }
             out["update_collectives_unattributed"] = [
-                c for c in found if not any(f"/{name}/" in c["op_name"] for name in txs)
+                c for c in found if not any(f"update_{name}/" in c["op_name"] for name in txs)
             ]
             for name in txs:
                 out["optkit"][name][layout]["update_state_out"] = state_shardings(
@@ -341,7 +348,8 @@ def huge_abstract_params(mesh: Mesh) -> dict:
 
 def shardings_from_abstract(abstract_state: Any, params: Any, mesh: Mesh) -> Any:
     """``out_shardings`` for ``jit(tx.init)``: each buffer takes its param's sharding (matched by
-    key path suffix; replicated along axes it reduces to size 1), scalars are replicated."""
+    key path suffix; on its trailing axes if it has more, as LBFGS's history; replicated along
+    axes it reduces to size 1), scalars are replicated."""
 
     def pick(path, leaf):
         match = param_for(path, params)

@@ -28,29 +28,25 @@ def param_for(path: tuple, params: dict) -> tuple[str, Any] | None:
 def buffer_sharding(
     param_sharding: jax.sharding.Sharding, param_shape: tuple, buffer_shape: tuple
 ) -> jax.sharding.Sharding:
-    """Where a state buffer of a param belongs: the param's sharding, replicated along the axes
-    the buffer reduces to size 1 (Adafactor's row and column statistics), which cannot be split.
-    """
-    reduced = [
-        axis
-        for axis, (b, p) in enumerate(zip(buffer_shape, param_shape, strict=False))
-        if b == 1 and p != 1
-    ]
-    if (
-        not reduced
-        or len(buffer_shape) != len(param_shape)
-        or not isinstance(param_sharding, NamedSharding)
-    ):
+    """Where a state buffer of a param belongs: the param's sharding on the param's axes, with
+    any extra leading axes (LBFGS's history) unsharded, and replicated along the axes the buffer
+    reduces to size 1 (Adafactor's row and column statistics), which cannot be split."""
+    leading = len(buffer_shape) - len(param_shape)
+    if not isinstance(param_sharding, NamedSharding):
         return param_sharding
     spec = list(param_sharding.spec) + [None] * (len(param_shape) - len(param_sharding.spec))
-    for axis in reduced:
-        spec[axis] = None
+    if leading > 0:
+        spec = [None] * leading + spec
+    elif leading == 0:
+        for axis, (b, p) in enumerate(zip(buffer_shape, param_shape, strict=True)):
+            if b == 1 and p != 1:
+                spec[axis] = None
     return NamedSharding(param_sharding.mesh, PartitionSpec(*spec))
 
 
 def state_shardings(state: Any, params: dict, shardings: Any = None) -> list[dict]:
-    """One record per state leaf: its sharding next to its param's (``None`` for scalars), as
-    :func:`buffer_sharding` places it.
+    """One record per state leaf: its sharding next to its param's (``None`` for leaves tied to
+    no param: counters and other scalars), as :func:`buffer_sharding` places it.
 
     ``shardings`` defaults to the leaves' own (``.sharding``); pass a compiled function's
     ``output_shardings`` to inspect those instead.

@@ -187,9 +187,18 @@ def advance(update: Callable, params: Any, state: Any, steps: range) -> Any:
     return state
 
 
-def make_update(tx: optkit.GradientTransformation) -> Callable:
-    """The jitted state update of ``tx``; the monitored value stays at 1.0 (a plateau)."""
-    return jax.jit(lambda grads, state, params: tx.update(grads, state, params, value=1.0)[1])
+def sum_of_squares(params: Any) -> jax.Array:
+    """A loss of the mixed-dtype params, for optimizers that evaluate one (LBFGS)."""
+    return sum(jnp.sum(jnp.square(leaf.astype(jnp.float32))) for leaf in jax.tree.leaves(params))
+
+
+def make_update(tx: optkit.GradientTransformation, extra: dict[str, Any] | None = None) -> Callable:
+    """The jitted state update of ``tx``; the monitored value stays at 1.0 (a plateau).
+    ``extra``: more arguments of ``tx.update``."""
+    extra = extra or {}
+    return jax.jit(
+        lambda grads, state, params: tx.update(grads, state, params, value=1.0, **extra)[1]
+    )
 
 
 UPDATES = 6
@@ -202,6 +211,8 @@ class StateCase(NamedTuple):
     """Applied after the updates: set_hyperparams and the like."""
     check: Callable[[Any], None] = lambda state: None
     """Asserts the saved state is in the condition the case is about."""
+    update_args: Callable[[Callable[[Any], jax.Array]], dict[str, Any]] = lambda loss_fn: {}
+    """The extra update arguments for a loss function (a registry row's ``update_args``)."""
 
 
 def _check_schedule_count(state: Any) -> None:
@@ -242,7 +253,7 @@ def _check_plateau(state: Any) -> None:
 
 STATE_CASES = [
     # Every registry row in its typical set-up (every state buffer on) ...
-    *(StateCase(info.name, info.make) for info in REGISTRY),
+    *(StateCase(info.name, info.make, update_args=info.update_args) for info in REGISTRY),
     # ... and other set-ups and combinators.
     StateCase("sgd_nesterov", lambda: optkit.sgd(0.1, momentum=0.9, nesterov=True)),
     StateCase("adam_amsgrad", lambda: optkit.adam(1e-3, weight_decay=0.01, amsgrad=True)),
@@ -320,7 +331,7 @@ def test_state_cases_cover_every_leaf_kind():
 @pytest.mark.parametrize("case", STATE_CASES, ids=lambda case: case.id)
 def test_state_round_trip_is_exact(case, doc, tmp_path):
     tx = case.make_tx()
-    update = make_update(tx)
+    update = make_update(tx, case.update_args(sum_of_squares))
     params = make_params()
     opt_state = case.prepare(advance(update, params, committed(tx.init(params)), range(UPDATES)))
     case.check(opt_state)

@@ -2,7 +2,9 @@
 
 Every optimizer trains a small MLP on a generated 3-class problem (full batch, fixed seeds) under
 ``jax.jit`` / ``nnx.jit``; param groups select linen and nnx paths; ``value=`` reaches
-``reduce_lr_on_plateau`` through ``nnx.Optimizer.update``; ``optkit.adamw`` follows
+``reduce_lr_on_plateau`` through ``nnx.Optimizer.update``, and LBFGS's ``value_fn=`` too (linen's
+``TrainState.apply_gradients`` passes ``tx.update`` no extra arguments, so its step calls
+``tx.update`` itself, as a user would); ``optkit.adamw`` follows
 ``optax.adamw``'s curve. Arrays are float32 explicitly (the session enables x64).
 
 The table's runs train together: one jitted program per framework steps every run (they share
@@ -13,6 +15,7 @@ keeps this module fast.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -75,6 +78,18 @@ OPTIMIZERS: dict[str, Callable[[], optkit.GradientTransformation]] = {
 }
 
 
+UpdateArgs = Callable[[Callable[[Any], jax.Array]], dict[str, Any]]
+"""Maps the loss as a function of the params to the extra arguments of ``tx.update``."""
+
+
+def no_update_args(loss_fn: Callable[[Any], jax.Array]) -> dict[str, Any]:
+    return {}
+
+
+# The extra update arguments of each row (LBFGS: the loss function).
+UPDATE_ARGS: dict[str, UpdateArgs] = {info.name: info.update_args for info in REGISTRY}
+
+
 def assert_learned(losses: list[float]) -> None:
     # The first loss is ~1.4; every set-up above ends between 0.003 and 0.15 after 60 full-batch
     # steps, so a fifth of the first loss is a clear "it trained" with margin.
@@ -113,12 +128,23 @@ def create_state(tx: optkit.GradientTransformation) -> train_state.TrainState:
     return train_state.TrainState.create(apply_fn=model.apply, params=variables, tx=tx)
 
 
-def linen_train_step(state: train_state.TrainState, x: jax.Array, y: jax.Array):
+def linen_train_step(
+    state: train_state.TrainState,
+    x: jax.Array,
+    y: jax.Array,
+    update_args: UpdateArgs = no_update_args,
+):
     def loss_fn(params):
         return cross_entropy(state.apply_fn(params, x), y)
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    return state.apply_gradients(grads=grads), loss
+    extra = update_args(loss_fn)
+    if not extra:
+        return state.apply_gradients(grads=grads), loss
+    # apply_gradients calls tx.update without extra arguments: the same step, by hand.
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params, value=loss, **extra)
+    params = optax.apply_updates(state.params, updates)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), loss
 
 
 linen_step = jax.jit(linen_train_step)
@@ -126,7 +152,10 @@ linen_step = jax.jit(linen_train_step)
 
 @jax.jit
 def linen_step_all(states: dict, x: jax.Array, y: jax.Array) -> dict:
-    return {name: linen_train_step(state, x, y) for name, state in states.items()}
+    return {
+        name: linen_train_step(state, x, y, UPDATE_ARGS.get(name, no_update_args))
+        for name, state in states.items()
+    }
 
 
 def train_linen(
@@ -218,10 +247,17 @@ def nnx_loss(model: NnxMLP, x: jax.Array, y: jax.Array) -> jax.Array:
 
 
 def nnx_train_step(
-    model: NnxMLP, optimizer: nnx.Optimizer, x: jax.Array, y: jax.Array
+    model: NnxMLP,
+    optimizer: nnx.Optimizer,
+    x: jax.Array,
+    y: jax.Array,
+    update_args: UpdateArgs = no_update_args,
 ) -> jax.Array:
     loss, grads = nnx.value_and_grad(nnx_loss)(model, x, y)
-    optimizer.update(model, grads)
+    # The loss as a function of the params nnx.Optimizer passes tx.update (an nnx.State).
+    graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+    extra = update_args(lambda params: nnx_loss(nnx.merge(graphdef, params, rest), x, y))
+    optimizer.update(model, grads, **extra)
     return loss
 
 
@@ -231,7 +267,8 @@ nnx_step = nnx.jit(nnx_train_step)
 @nnx.jit
 def nnx_step_all(runs: dict, x: jax.Array, y: jax.Array) -> dict:
     return {
-        name: nnx_train_step(model, optimizer, x, y) for name, (model, optimizer) in runs.items()
+        name: nnx_train_step(model, optimizer, x, y, UPDATE_ARGS.get(name, no_update_args))
+        for name, (model, optimizer) in runs.items()
     }
 
 

@@ -7,7 +7,8 @@ Per registry row (``tests/support/registry.py``):
 * ``<name>-tensor_lr``: the first variant with the learning rate given as an array (a
   ``torch.tensor`` of the run's dtype in torch, a JAX array of the same dtype in optkit);
 * ``<name>-param_groups``: the first variant split into two param groups, the second with the
-  row's ``group_overrides`` (``optkit.param_groups`` vs torch's list of group dicts).
+  row's ``group_overrides`` (``optkit.param_groups`` vs torch's list of group dicts), for rows
+  whose torch class takes param groups (``OptimizerInfo.param_groups``).
 
 Plus the clipping rows: ``clip`` and ``clip_by_global_norm`` chained before SGD against
 ``torch.nn.utils.clip_grad_value_`` / ``clip_grad_norm_``.
@@ -146,6 +147,8 @@ def cases_for(info: OptimizerInfo) -> list[Case]:
             **common,
         )
     )
+    if not info.param_groups:
+        return cases
     groups = split_leaves(list(problem.PROBLEMS[info.problem].leaf_shapes), info.group_overrides)
     cases.append(
         Case(

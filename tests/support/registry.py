@@ -26,8 +26,12 @@ import optkit
 Kwargs = Mapping[str, Any]
 DrawHyperparameters = Callable[[], st.SearchStrategy[tuple[dict[str, Any], dict[str, Any]]]]
 """A hypothesis strategy of ``(numeric hyperparameters, static arguments)``, learning rate
-excluded. Static arguments are the bool flags and tuples such as Adafactor's ``eps``: they are
-never turned into arrays, and a compiled step is built per value."""
+excluded. The numeric ones may be given as arrays; the static ones are passed as they are: bool
+flags, structural integers (loop counts, history lengths) and choices (``line_search_fn``)."""
+"""A hypothesis strategy of ``(numeric hyperparameters, static arguments)``, learning rate
+excluded. The numeric ones may be given as arrays; the static ones are passed as they are: bool
+flags, tuples (Adafactor's ``eps``), structural integers (loop counts, history lengths) and
+choices (``line_search_fn``), and a compiled step is built per value."""
 """A hypothesis strategy of ``(numeric hyperparameters, bool flags)``, learning rate excluded."""
 
 
@@ -65,14 +69,19 @@ class OptimizerInfo:
             the parity runs convert each gradient with ``to_sparse()``, which drops its exact
             zeros, so the row's ``problem`` should have some (``"hinge"``).
         closure: The update needs the loss function (``value_fn=``), as torch's
-            ``step(closure)`` does.
-        flatten: Whether ``optkit.flatten`` keeps the math (elementwise per leaf, or over all
-            leaves at once). When not, ``optkit.flatten`` of the optimizer must raise.
+            ``step(closure)`` does; :meth:`update_args` gives a suite the extra arguments.
+        flatten: Whether ``optkit.flatten`` keeps the math bit for bit (elementwise per leaf).
+            When not, ``optkit.flatten`` of the optimizer must raise, unless its math already
+            spans every leaf as one vector (LBFGS, which flatten hands a flat loss function).
         elementwise: Whether the math is elementwise within each leaf: every state buffer has
             its param's shape, and a step on sharded params needs no collective. Adafactor's is
             not: its row and column statistics are its param with an axis reduced to size 1
             (placed like the param on the other axes), and its norms all-reduce sharded leaves
-            (never gathering them).
+            (never gathering them). LBFGS's is not either: its history adds a leading axis to
+            each buffer, and its inner products all-reduce.
+        param_groups: Whether torch takes several param groups. ``torch.optim.LBFGS`` refuses
+            them (one state spans every param), and so does optkit's: no param-groups parity
+            case is generated and ``group_overrides`` is unused.
         scalar_state_dtypes: State fields holding a scalar whose dtype does not follow the
             params', by field name: torch keeps some per-parameter scalars in
             ``_get_scalar_dtype()`` (float32) even for float64 params, e.g. NAdam's
@@ -100,6 +109,7 @@ class OptimizerInfo:
     closure: bool = False
     flatten: bool = True
     elementwise: bool = True
+    param_groups: bool = True
     scalar_state_dtypes: Mapping[str, str] = dataclasses.field(default_factory=dict)
     build: Callable[
         [Callable[..., optkit.GradientTransformation], Kwargs], optkit.GradientTransformation
@@ -112,6 +122,11 @@ class OptimizerInfo:
     def make(self, **overrides: Any) -> optkit.GradientTransformation:
         """The typical set-up, with ``overrides`` applied, built for any parameter tree."""
         return self.build(self.factory, {**self.typical, **overrides})
+
+    def update_args(self, loss_fn: Callable[[Any], Any]) -> dict[str, Any]:
+        """The extra keyword arguments of ``update`` for a run minimizing ``loss_fn`` (a function
+        of the params): ``{"value_fn": loss_fn}`` for a closure-driven optimizer, else none."""
+        return {"value_fn": loss_fn} if self.closure else {}
 
     def default(self, name: str) -> Any:
         """The factory's default for argument ``name``."""
@@ -204,6 +219,21 @@ def _rmsprop(draw):
         "momentum": draw(zero_or(0.05, 0.95)),
     }
     return hp, {"centered": centered}
+
+
+@st.composite
+def _lbfgs(draw):
+    hp = {
+        "tolerance_grad": draw(zero_or(1e-6, 1e-2)),
+        "tolerance_change": draw(zero_or(1e-9, 1e-4)),
+    }
+    # A few structures only: each compiles its own program.
+    static = {
+        "max_iter": draw(st.sampled_from([1, 4])),
+        "history_size": draw(st.sampled_from([2, 10])),
+        "line_search_fn": draw(st.sampled_from([None, "strong_wolfe"])),
+    }
+    return hp, static
 
 
 @st.composite
@@ -454,6 +484,92 @@ RMSPROP = OptimizerInfo(
         {"alpha": 0.9, "momentum": 0.8},
         {"weight_decay": 0.1, "eps": 1e-3, "learning_rate": 0.005},
     ),
+)
+
+# LBFGS runs the convex problem, to convergence within a few updates. In float32 the loss is
+# flat to its last bit while the params are still ~1e-4 from the minimum, so where an
+# iteration stops on a loss change below the default tolerance_change (1e-9: only an exact 0
+# qualifies), or which step a line search picks there, is decided by rounding, in torch as here;
+# a fixed step shorter than about half of the Newton step leaves gradient differences that lose
+# digits to cancellation, and the history amplifies them. The variants therefore stop on
+# tolerances above that noise (tolerance_grad 1e-2 stops an update, and every later one at
+# once, a few 1e-3 from the minimum) and use learning rates of 0.5 or more for fixed steps;
+# tests/optimizers/test_lbfgs.py compares torch's defaults and smaller learning rates in float64.
+LBFGS = OptimizerInfo(
+    name="lbfgs",
+    torch_class="LBFGS",
+    docs_page="lbfgs.md",
+    variants={
+        "learning_rate": {"learning_rate": 0.5, "tolerance_grad": 1e-2},
+        "tolerance_grad": {"learning_rate": 1.0, "tolerance_grad": 1e-2},
+        "tolerance_change": {"learning_rate": 1.0, "tolerance_change": 1e-4},
+        # Two pairs kept, about ten made: the ring buffer wraps.
+        "history_wraps": {
+            "learning_rate": 0.7,
+            "max_iter": 4,
+            "history_size": 2,
+            "tolerance_grad": 1e-2,
+        },
+        # The history and the last step carry over from update to update.
+        "one_iteration": {
+            "learning_rate": 1.0,
+            "max_iter": 1,
+            "history_size": 3,
+            "tolerance_grad": 1e-2,
+        },
+        "max_eval": {
+            "learning_rate": 0.8,
+            "max_iter": 10,
+            "max_eval": 4,
+            "tolerance_grad": 1e-2,
+        },
+        "strong_wolfe": {
+            "learning_rate": 1.0,
+            "line_search_fn": "strong_wolfe",
+            "tolerance_grad": 1e-2,
+        },
+        # A first step far too short: the search extrapolates, and runs out of evaluations.
+        "strong_wolfe_extrapolates": {
+            "learning_rate": 0.1,
+            "line_search_fn": "strong_wolfe",
+            "max_iter": 2,
+            "tolerance_grad": 1e-2,
+        },
+        # A first step far too long: the search zooms into a bracket.
+        "strong_wolfe_zooms": {
+            "learning_rate": 4.0,
+            "line_search_fn": "strong_wolfe",
+            "max_iter": 3,
+            "history_size": 2,
+            "tolerance_change": 1e-4,
+        },
+        # max_eval cuts a search short.
+        "strong_wolfe_max_eval": {
+            "learning_rate": 3.0,
+            "line_search_fn": "strong_wolfe",
+            "max_iter": 10,
+            "max_eval": 5,
+            "tolerance_grad": 1e-2,
+        },
+    },
+    typical={
+        "learning_rate": 1.0,
+        "max_iter": 2,
+        "history_size": 10,
+        "line_search_fn": "strong_wolfe",
+    },
+    group_overrides={},
+    bfloat16_learning_rate=1.0,
+    hyperparameters=_lbfgs,
+    runtime_changes=(
+        {"learning_rate": 0.3, "tolerance_change": 1e-6},
+        {"tolerance_grad": 1e-3, "learning_rate": 0.8},
+    ),
+    problem="convex",
+    closure=True,
+    flatten=False,
+    elementwise=False,
+    param_groups=False,
 )
 
 # ASGD's averaged params (``t0``) never feed back into the params the parity suite compares;
@@ -754,6 +870,7 @@ REGISTRY: tuple[OptimizerInfo, ...] = (
     ASGD,
     RPROP,
     SPARSE_ADAM,
+    LBFGS,
 )
 BY_NAME: dict[str, OptimizerInfo] = {info.name: info for info in REGISTRY}
 NAMES: list[str] = list(BY_NAME)

@@ -1,0 +1,69 @@
+"""A params tree seen as one vector, as torch's LBFGS sees its params (``_gather_flat_grad``),
+without concatenating: inner products and norms over every leaf, and steps along a direction.
+
+torch concatenates the params in the order they were given; these functions visit the leaves in
+JAX's flatten order (dict keys sorted). The order only changes how sums are rounded. Empty leaves
+contribute nothing, as in torch's concatenation.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from optkit._base import Updates
+from optkit._kernel import leaf_kernel
+
+
+def _reduce(parts: list[jax.Array], combine: Any, dtype: jnp.dtype) -> jax.Array:
+    parts = [part.astype(dtype) for part in parts]
+    return functools.reduce(combine, parts) if parts else jnp.zeros([], dtype)
+
+
+def dtype_of(tree: Updates) -> jnp.dtype:
+    """The promoted dtype of the leaves: torch's concatenated vector's, and its scalars'."""
+    return jnp.result_type(*jax.tree.leaves(tree))
+
+
+def dot(a: Updates, b: Updates) -> jax.Array:
+    """``a . b`` over every element of two trees of the same structure."""
+    # Elementwise products, then a sum: no reshape, so a sharded leaf is never gathered.
+    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    parts = [jnp.sum(x * y) for x, y in pairs]
+    return _reduce(parts, operator.add, dtype_of(a))
+
+
+def sum_abs(tree: Updates) -> jax.Array:
+    """The 1-norm of every element together (torch's ``flat.abs().sum()``)."""
+    parts = [jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(tree)]
+    return _reduce(parts, operator.add, dtype_of(tree))
+
+
+def max_abs(tree: Updates) -> jax.Array:
+    """The largest absolute element (torch's ``flat.abs().max()``)."""
+    parts = [jnp.max(jnp.abs(x)) for x in jax.tree.leaves(tree) if x.size]
+    return _reduce(parts, jnp.maximum, dtype_of(tree))
+
+
+@leaf_kernel
+def _step_along(param: jax.Array, direction: jax.Array, *, step_size: Any) -> jax.Array:
+    return param + step_size * direction
+
+
+def step_along(params: Updates, direction: Updates, step_size: Any) -> Updates:
+    """``params + step_size * direction``: torch's ``p.add_(d, alpha=t)``, in each leaf's dtype."""
+    return _step_along(params, direction, step_size=step_size)
+
+
+@leaf_kernel
+def _difference(vector: jax.Array, other: jax.Array) -> jax.Array:
+    return vector - other
+
+
+def difference(a: Updates, b: Updates) -> Updates:
+    """``a - b``, in ``a``'s dtypes."""
+    return _difference(a, b)
