@@ -37,6 +37,7 @@ from optkit.combinators.masking import (
 from optkit.combinators.param_groups import ParamGroupsState, Selector, param_groups
 from optkit.optimizers.adagrad import ScaleByRssState, adagrad, scale_by_rss
 from optkit.optimizers.adam import ScaleByAdamState, adam, adamw, scale_by_adam
+from optkit.optimizers.muon import ScaleByMuonState, muon, scale_by_muon
 from optkit.optimizers.rmsprop import ScaleByRmsState, rmsprop, scale_by_rms
 from optkit.optimizers.sgd import sgd
 from optkit.transforms.clipping import clip, clip_by_global_norm, global_norm
@@ -62,6 +63,7 @@ __all__ = [
     "Scalar",
     "ScalarOrSchedule",
     "ScaleByAdamState",
+    "ScaleByMuonState",
     "ScaleByRmsState",
     "ScaleByRssState",
     "ScaleByScheduleState",
@@ -84,6 +86,7 @@ __all__ = [
     "identity",
     "inject_hyperparams",
     "masked",
+    "muon",
     "negate",
     "param_groups",
     "partition",
@@ -92,6 +95,7 @@ __all__ = [
     "scale",
     "scale_by_adam",
     "scale_by_learning_rate",
+    "scale_by_muon",
     "scale_by_rms",
     "scale_by_rss",
     "schedules",

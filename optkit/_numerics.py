@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from optkit import _tree
+from optkit import _tree, _validation
 
 _INT32_MAX = jnp.iinfo(jnp.int32).max
 
@@ -38,6 +38,18 @@ def bias_correction(decay: Any, step: jax.Array) -> jax.Array:
 
 
 def lerp(start: jax.Array, end: jax.Array, weight: Any) -> jax.Array:
-    """torch's ``start.lerp_(end, weight)`` as its CPU kernel computes it for ``|weight| < 0.5``
-    (every moving average's ``1 - beta``): ``start + weight * (end - start)``."""
-    return start + weight * (end - start)
+    """torch's ``start.lerp_(end, weight)`` as its CPU kernel computes it.
+
+    ``start + weight * (end - start)`` for ``|weight| < 0.5`` (every moving average's
+    ``1 - beta``), else ``end + (weight - 1) * (end - start)`` with ``weight - 1`` formed in the
+    arrays' dtype, as torch does, so a weight near 1 lands exactly on ``end``'s side. A run-time
+    (array) weight picks its formula per step.
+    """
+    small = _validation.static_number(weight)
+    if small is not None and abs(small) < 0.5:
+        return start + weight * (end - start)
+    w = jnp.asarray(weight).astype(jnp.result_type(start, end))
+    near_end = end + (w - 1) * (end - start)
+    if small is not None:
+        return near_end
+    return jnp.where(jnp.abs(w) < 0.5, start + w * (end - start), near_end)

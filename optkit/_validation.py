@@ -110,6 +110,8 @@ RANGES: dict[str, Range] = {
     "alpha": _UNIT,
     # Accumulators.
     "initial_accumulator_value": Range(),
+    # Iteration counts (structural).
+    "ns_steps": Range(0, 99, integer=True),
 }
 """The one table of hyperparameter ranges, keyed by argument name: every optimizer and primitive
 checks its numeric arguments here when it is built, and ``set_hyperparams`` checks new values

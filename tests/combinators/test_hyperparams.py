@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import optkit
+from optkit._validation import is_structural
 from tests.parity import problem
 from tests.parity.cases import to_torch_kwargs
 from tests.parity.runner import compare, stack
@@ -38,8 +39,14 @@ Change = tuple[int, int | None, Values]
 """Before the ``step``-th update (0-based), set ``values`` in param group ``group`` (None: all)."""
 
 
-def start_params() -> dict[str, jax.Array]:
-    return {name: jnp.asarray(value) for name, value in problem.initial_params(np.float64).items()}
+def start_params(task: problem.Problem = problem.STANDARD) -> dict[str, jax.Array]:
+    return {name: jnp.asarray(value) for name, value in task.initial_params(np.float64).items()}
+
+
+def task_of(factory: Callable[..., optkit.GradientTransformation]) -> problem.Problem:
+    """The parity problem of ``factory``'s registry row (Muon's matrices), else the standard."""
+    rows = [info for info in REGISTRY if info.factory is factory]
+    return problem.PROBLEMS[rows[0].problem if rows else "standard"]
 
 
 def numpy_tree(params: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -68,6 +75,7 @@ class JittedStep:
     """``(params, state) -> (params, state)`` for ``tx`` on the parity problem, counting traces."""
 
     tx: optkit.GradientTransformation
+    task: problem.Problem = problem.STANDARD
     traces: int = 0
 
     def __post_init__(self) -> None:
@@ -79,7 +87,7 @@ class JittedStep:
         self.jitted = jax.jit(step)
 
     def __call__(self, params, state):
-        _, grads = problem.jax_value_and_grad(params)
+        _, grads = self.task.jax_value_and_grad(params)
         return self.jitted(params, grads, state)
 
 
@@ -89,14 +97,15 @@ def run_optkit(
     steps: int = STEPS,
     *,
     jit: bool = True,
+    task: problem.Problem = problem.STANDARD,
 ) -> dict[str, np.ndarray]:
     """The params before and after each update, applying ``changes`` with set_hyperparams.
 
     Jitted, it asserts that the step was traced once however many values were changed. Eager
     (``jit=False``) skips the ~0.5 s XLA compile, for comparisons whose point is the math.
     """
-    step = JittedStep(tx)
-    params = start_params()
+    step = JittedStep(tx, task)
+    params = start_params(task)
     state = tx.init(params)
     path = [numpy_tree(params)]
     for k in range(steps):
@@ -106,7 +115,7 @@ def run_optkit(
         if jit:
             params, state = step(params, state)
         else:
-            _, grads = problem.jax_value_and_grad(params)
+            _, grads = task.jax_value_and_grad(params)
             updates, state = tx.update(grads, state, params)
             params = optkit.apply_updates(params, updates)
         path.append(numpy_tree(params))
@@ -133,12 +142,13 @@ def run_torch(
     changes: Sequence[Change] = (),
     groups: Sequence[tuple[Sequence[str], Values]] | None = None,
     steps: int = STEPS,
+    task: problem.Problem = problem.STANDARD,
 ) -> dict[str, np.ndarray]:
     import torch
 
     params = {
         name: torch.tensor(value, requires_grad=True)
-        for name, value in problem.initial_params(np.float64).items()
+        for name, value in task.initial_params(np.float64).items()
     }
     if groups is None:
         spec: Any = list(params.values())
@@ -158,7 +168,7 @@ def run_torch(
                 for target in targets:
                     set_torch_group(target, values)
         optimizer.zero_grad()
-        problem.torch_loss(params).backward()
+        task.torch_loss(params).backward()
         optimizer.step()
         path.append(numpy_tree(params))
     return stack(path)
@@ -205,7 +215,7 @@ SAME_AS_PLAIN: dict[str, tuple[Callable[..., optkit.GradientTransformation], Val
 @functools.cache
 def plain_path(case_id: str) -> dict[str, np.ndarray]:
     factory, kwargs = SAME_AS_PLAIN[case_id]
-    return run_optkit(factory(**kwargs), steps=20, jit=False)
+    return run_optkit(factory(**kwargs), steps=20, jit=False, task=task_of(factory))
 
 
 # Most rows run eagerly, to skip ~30 XLA compiles; these also run jitted (hyperparameters traced,
@@ -216,7 +226,9 @@ JITTED_ROWS = {"sgd_zeros", "adam_amsgrad_zero_wd", "rmsprop-centered_momentum_w
 @pytest.mark.parametrize("case_id", list(SAME_AS_PLAIN))
 def test_injected_matches_plain_optimizer(case_id: str) -> None:
     factory, kwargs = SAME_AS_PLAIN[case_id]
-    injected = run_optkit(inject(factory)(**kwargs), steps=20, jit=case_id in JITTED_ROWS)
+    injected = run_optkit(
+        inject(factory)(**kwargs), steps=20, jit=case_id in JITTED_ROWS, task=task_of(factory)
+    )
     mismatch = compare(injected, plain_path(case_id), **SAME_MATH)
     assert mismatch is None, f"{case_id}: {mismatch}"
 
@@ -224,8 +236,13 @@ def test_injected_matches_plain_optimizer(case_id: str) -> None:
 @pytest.mark.parametrize("case_id", list(SAME_AS_PLAIN))
 def test_numeric_arguments_are_injected_as_given(case_id: str) -> None:
     factory, kwargs = SAME_AS_PLAIN[case_id]
-    state = inject(factory)(**kwargs).init(start_params())
-    numeric = {k: v for k, v in kwargs.items() if not isinstance(v, bool)}
+    state = inject(factory)(**kwargs).init(start_params(task_of(factory)))
+    # Flags, strings, tuples and structural integers (Muon's ns_steps) stay static.
+    numeric = {
+        k: v
+        for k, v in kwargs.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and not is_structural(k)
+    }
     got = optkit.get_hyperparams(state)
     assert got.keys() == numeric.keys()
     for name, value in numeric.items():
@@ -245,6 +262,10 @@ class TorchCase:
     kwargs: Values
     changes: tuple[Change, ...]
     groups: tuple[tuple[tuple[str, ...], Values], ...] | None = None
+
+    @property
+    def task(self) -> problem.Problem:
+        return task_of(self.factory)
 
     def make_optkit(self) -> optkit.GradientTransformation:
         if self.groups is None:
@@ -401,11 +422,12 @@ TORCH_CASES = [
 def test_set_hyperparams_mid_run_matches_torch(case: TorchCase) -> None:
     require_torch()
     groups = None if case.groups is None else list(case.groups)
-    expected = run_torch(case.torch_optimizer, case.kwargs, case.changes, groups)
-    unchanged = run_torch(case.torch_optimizer, case.kwargs, (), groups)
+    expected = run_torch(case.torch_optimizer, case.kwargs, case.changes, groups, task=case.task)
+    unchanged = run_torch(case.torch_optimizer, case.kwargs, (), groups, task=case.task)
     # The changes must matter, or agreeing on them proves nothing.
     assert compare(expected, unchanged, rtol=1e-6, atol=1e-8) is not None
-    mismatch = compare(run_optkit(case.make_optkit(), case.changes), expected, **TORCH_FLOAT64)
+    got = run_optkit(case.make_optkit(), case.changes, task=case.task)
+    mismatch = compare(got, expected, **TORCH_FLOAT64)
     assert mismatch is None, f"{case.id} vs torch.optim.{case.torch_optimizer}: {mismatch}"
 
 
@@ -506,12 +528,13 @@ def test_float32_hyperparameter_stays_float32() -> None:
 def test_no_weak_types_after_init_set_and_update(case_id: str) -> None:
     factory, kwargs = SAME_AS_PLAIN[case_id]
     tx = inject(factory)(**kwargs)
-    params = start_params()
+    task = task_of(factory)
+    params = start_params(task)
     state = tx.init(params)
     assert_no_weak_types(state)
     state = optkit.set_hyperparams(state, learning_rate=0.5)
     assert_no_weak_types(state)
-    _, grads = problem.jax_value_and_grad(params)
+    _, grads = task.jax_value_and_grad(params)
     _, new_state = tx.update(grads, state, params)
     assert signature(new_state) == signature(state)
 
@@ -572,9 +595,10 @@ def test_schedule_trajectory_matches_plain_optimizer(name) -> None:
     info = BY_NAME[name]
     schedule = lambda count: 0.5 * next(iter(info.variants.values()))["learning_rate"] * 0.9**count
     kwargs = {**info.typical, "learning_rate": schedule}
-    expected = run_optkit(info.factory(**kwargs), steps=15, jit=False)
+    task = problem.PROBLEMS[info.problem]
+    expected = run_optkit(info.factory(**kwargs), steps=15, jit=False, task=task)
     # One row with the count traced under jit; the rest eager, to skip XLA compiles.
-    got = run_optkit(inject(info.factory)(**kwargs), steps=15, jit=name == "sgd")
+    got = run_optkit(inject(info.factory)(**kwargs), steps=15, jit=name == "sgd", task=task)
     assert compare(got, expected, **SAME_MATH) is None
 
 
