@@ -140,9 +140,9 @@ def scale_by_muon(
     with :math:`n` = ``ns_steps``, the iteration run on :math:`M_t^\top` for a tall matrix, and
     :math:`r(A, B)` the learning-rate ratio of an :math:`A \times B` matrix:
     :math:`\sqrt{\max(1, A/B)}` (``adjust_lr_fn`` ``None`` or ``"original"``) or
-    :math:`0.2 \sqrt{\max(A, B)}` (``"match_rms_adamw"``). The momentum buffer is a ``lerp``,
-    as in torch (``B_t = \mu B_{t-1} + (1-\mu) G_t``, not the ``\mu B_{t-1} + G_t`` of torch's
-    docstring). The iteration runs in bfloat16 with torch's CPU rounding, bit for bit for
+    :math:`0.2 \sqrt{\max(A, B)}` (``"match_rms_adamw"``). The momentum buffer is torch's
+    ``lerp``, :math:`\mu B_{t-1} + (1 - \mu) G_t`, not the :math:`\mu B_{t-1} + G_t` of torch's
+    docstring. The iteration runs in bfloat16 with torch's CPU rounding, bit for bit for
     matrices up to 16**3 multiply-adds per product; see ``optkit.optimizers._newton_schulz``.
 
     Every leaf must be 2-D (a ``ValueError`` names the first that is not).
