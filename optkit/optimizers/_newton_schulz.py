@@ -25,7 +25,7 @@ The reference kernels' orders are reproduced exactly, so an iteration whose prod
 bit for bit as torch's. Above that, XLA's bfloat16 dot on row-major operands stands in for
 oneDNN: same rounding points, and the same float32 sums in every case measured with inner
 dimensions up to 256 (128 x 128, 64 x 256, 256 x 256); with an inner dimension of 300 a few
-entries in 10**4 came out one bfloat16 step apart, which the iteration then carries on. That
+entries in 10**5 came out one bfloat16 step apart, which the iteration then carries on. That
 agreement depends on both libraries' kernels for the CPU at hand, so it is measured, not
 guaranteed.
 
