@@ -47,6 +47,7 @@ from optkit.optimizers.adam import ScaleByAdamState, adam, adamw, scale_by_adam
 from optkit.optimizers.adamax import ScaleByAdamaxState, adamax, scale_by_adamax
 from optkit.optimizers.asgd import ScaleByAsgdState, asgd, averaged_params, scale_by_asgd
 from optkit.optimizers.lbfgs import ScaleByLbfgsState, lbfgs, scale_by_lbfgs
+from optkit.optimizers.muon import ScaleByMuonState, muon, scale_by_muon
 from optkit.optimizers.nadam import ScaleByNadamState, nadam, scale_by_nadam
 from optkit.optimizers.radam import ScaleByRadamState, radam, scale_by_radam
 from optkit.optimizers.rmsprop import ScaleByRmsState, rmsprop, scale_by_rms
@@ -85,6 +86,7 @@ __all__ = [
     "ScaleByAdamaxState",
     "ScaleByAsgdState",
     "ScaleByLbfgsState",
+    "ScaleByMuonState",
     "ScaleByNadamState",
     "ScaleByRadamState",
     "ScaleByRmsState",
@@ -117,6 +119,7 @@ __all__ = [
     "inject_hyperparams",
     "lbfgs",
     "masked",
+    "muon",
     "nadam",
     "negate",
     "param_groups",
@@ -133,6 +136,7 @@ __all__ = [
     "scale_by_asgd",
     "scale_by_lbfgs",
     "scale_by_learning_rate",
+    "scale_by_muon",
     "scale_by_nadam",
     "scale_by_radam",
     "scale_by_relative_step_size",

@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from optkit import _tree
+from optkit import _tree, _validation
 
 _INT32_MAX = jnp.iinfo(jnp.int32).max
 
@@ -39,21 +39,21 @@ def bias_correction(decay: Any, step: jax.Array) -> jax.Array:
 
 
 def lerp(start: jax.Array, end: jax.Array, weight: Any) -> jax.Array:
-    """torch's ``start.lerp_(end, weight)`` as its CPU kernel computes it for ``|weight| < 0.5``
-    (every moving average's ``1 - beta``): ``start + weight * (end - start)``."""
-    return start + weight * (end - start)
+    """torch's ``start.lerp_(end, weight)`` as its CPU kernel computes it.
 
-
-def lerp_any_weight(start: jax.Array, end: jax.Array, weight: Any) -> jax.Array:
-    """torch's ``start.lerp_(end, weight)`` for a weight that may be 0.5 or more (a schedule).
-
-    torch's CPU kernel switches formula at ``|weight| = 0.5``, so a weight of 1 returns ``end``
-    exactly: ``start + weight * (end - start)`` below, ``end + (weight - 1) * (end - start)``
-    from there on. ``weight`` may be traced; both branches are one select.
+    ``start + weight * (end - start)`` for ``|weight| < 0.5`` (every moving average's
+    ``1 - beta``), else ``end + (weight - 1) * (end - start)`` with ``weight - 1`` formed in the
+    arrays' dtype, as torch does, so a weight near 1 lands exactly on ``end``'s side. A run-time
+    (array) weight picks its formula per step.
     """
-    small = jnp.abs(weight) < 0.5
-    base = jnp.where(small, start, end)
-    return base + jnp.where(small, weight, weight - 1) * (end - start)
+    small = _validation.static_number(weight)
+    if small is not None and abs(small) < 0.5:
+        return start + weight * (end - start)
+    w = jnp.asarray(weight).astype(jnp.result_type(start, end))
+    near_end = end + (w - 1) * (end - start)
+    if small is not None:
+        return near_end
+    return jnp.where(jnp.abs(w) < 0.5, start + w * (end - start), near_end)
 
 
 def as_double(value: Any) -> jax.Array:

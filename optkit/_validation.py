@@ -127,6 +127,8 @@ RANGES: dict[str, Range] = {
     "history_size": Range(low=1, integer=True),
     "tolerance_grad": Range(),
     "tolerance_change": Range(),
+    # Iteration counts (structural).
+    "ns_steps": Range(0, 99, integer=True),
 }
 """The one table of hyperparameter ranges, keyed by argument name: every optimizer and primitive
 checks its numeric arguments here when it is built, and ``set_hyperparams`` checks new values

@@ -173,7 +173,8 @@ def test_optimizers_emit_one_call_per_repeated_leaf(name):
     """The default path traces each optimizer's per-leaf math once per leaf type, and its
     numbers equal an unjitted run leaf by leaf."""
     tx = BY_NAME[name].make()
-    params = {f"l{i}": jnp.full((5,), 0.1 * (i + 1)) for i in range(4)}
+    # Matrices, which every optimizer takes (Muon takes nothing else).
+    params = {f"l{i}": jnp.full((2, 5), 0.1 * (i + 1)) for i in range(4)}
     grads = jax.tree.map(lambda p: jnp.sin(p) + 0.3, params)
     # The loss whose gradient that is, for optimizers that evaluate it (LBFGS).
     loss = lambda p: sum(jnp.sum(0.3 * x - jnp.cos(x)) for x in jax.tree.leaves(p))

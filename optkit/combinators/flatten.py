@@ -226,10 +226,11 @@ def flatten(
     across devices keep the per-leaf path: concatenating sharded leaves gathers them.
 
     Only elementwise math keeps its meaning on a flat vector. Transforms whose math depends on
-    each leaf's shape (:func:`optkit.adafactor` and its primitives: row and column statistics,
-    per-leaf norms) refuse to run inside ``flatten`` and raise a ``ValueError`` at ``init``
-    instead of silently computing something else. ``optax.flatten`` cannot tell: do not wrap
-    them in it.
+    each leaf's shape (:func:`optkit.adafactor`, :func:`optkit.muon` and their primitives: row
+    and column statistics, whole matrices, per-leaf norms) refuse to run inside ``flatten`` and
+    raise a ``ValueError`` at ``init`` instead of silently computing something else.
+    ``optax.flatten`` cannot tell: do not wrap them in it. :func:`optkit.lbfgs` already works on
+    one vector of every param; inside ``flatten`` it gets a loss function of the flat vectors.
 
     Args:
         inner: the transform to run on the flat vectors (any optkit or optax transform).

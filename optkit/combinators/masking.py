@@ -64,6 +64,10 @@ def masked(
         return MaskedState(inner_state=inner.init(_prune(params, selected)))
 
     def update(updates: Updates, state: MaskedState, params: Params | None = None, **extra_args):
+        if params is not None:
+            # Name the mismatching leaf here: pruning the params with the updates' mask would
+            # fail first, with jax's structure error.
+            _tree.check_match(params, updates, "masked", "params", "updates")
         selected = _tree.resolve_mask(mask, updates, "masked")
         inner_params = None if params is None else _prune(params, selected)
         inner_updates, inner_state = inner.update(

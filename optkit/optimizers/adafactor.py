@@ -71,7 +71,7 @@ def _normalized_and_clipped(g: jax.Array, estimate: jax.Array, eps1: Any, d: Any
 
 @leaf_kernel
 def _factored(row_var, col_var, update, *, one_minus_beta2, eps1, d) -> FactoredLeaf:
-    lerp = _numerics.lerp_any_weight
+    lerp = _numerics.lerp
     row_var = lerp(row_var, _mean_square(update, -1), one_minus_beta2).astype(row_var.dtype)
     col_var = lerp(col_var, _mean_square(update, -2), one_minus_beta2).astype(col_var.dtype)
     row_mean = jnp.maximum(jnp.mean(row_var, axis=-2, keepdims=True), eps1)
@@ -81,7 +81,7 @@ def _factored(row_var, col_var, update, *, one_minus_beta2, eps1, d) -> Factored
 
 @leaf_kernel
 def _unfactored(variance, update, *, one_minus_beta2, eps1, d) -> UnfactoredLeaf:
-    lerp = _numerics.lerp_any_weight
+    lerp = _numerics.lerp
     variance = lerp(variance, update * update, one_minus_beta2).astype(variance.dtype)
     return UnfactoredLeaf(variance, _normalized_and_clipped(update, variance, eps1, d))
 

@@ -45,6 +45,13 @@ def start_params(task: Task = problem.STANDARD) -> dict[str, jax.Array]:
     return {name: jnp.asarray(value) for name, value in task.initial_params(np.float64).items()}
 
 
+def task_of(factory: Callable[..., optkit.GradientTransformation]) -> Task:
+    """The parity problem of ``factory``'s registry row (Muon's matrices, LBFGS's convex loss),
+    else the standard one."""
+    info = BY_NAME.get(factory.__name__)
+    return problem.PROBLEMS[info.problem if info is not None else "standard"]
+
+
 def update_args(factory: Callable[..., optkit.GradientTransformation], task: Task) -> Values:
     """The extra update arguments a registry optimizer needs on ``task`` (LBFGS: the loss)."""
     info = BY_NAME.get(factory.__name__)
@@ -236,8 +243,10 @@ SAME_AS_PLAIN: dict[str, tuple[Callable[..., optkit.GradientTransformation], Val
 @functools.cache
 def plain_path(case_id: str) -> dict[str, np.ndarray]:
     factory, kwargs = SAME_AS_PLAIN[case_id]
-    extra = update_args(factory, problem.STANDARD)
-    return run_optkit(factory(**kwargs), steps=20, jit=False, extra=extra)
+    task = task_of(factory)
+    return run_optkit(
+        factory(**kwargs), steps=20, jit=False, task=task, extra=update_args(factory, task)
+    )
 
 
 # Most rows run eagerly, to skip ~30 XLA compiles; these also run jitted (hyperparameters traced,
@@ -252,7 +261,8 @@ def test_injected_matches_plain_optimizer(case_id: str) -> None:
         inject(factory)(**kwargs),
         steps=20,
         jit=case_id in JITTED_ROWS,
-        extra=update_args(factory, problem.STANDARD),
+        task=task_of(factory),
+        extra=update_args(factory, task_of(factory)),
     )
     mismatch = compare(injected, plain_path(case_id), **SAME_MATH)
     assert mismatch is None, f"{case_id}: {mismatch}"
@@ -261,9 +271,9 @@ def test_injected_matches_plain_optimizer(case_id: str) -> None:
 @pytest.mark.parametrize("case_id", list(SAME_AS_PLAIN))
 def test_numeric_arguments_are_injected_as_given(case_id: str) -> None:
     factory, kwargs = SAME_AS_PLAIN[case_id]
-    state = inject(factory)(**kwargs).init(start_params())
+    state = inject(factory)(**kwargs).init(start_params(task_of(factory)))
     # Bools, strings, tuples (Adafactor's eps, Rprop's etas) and structural integers (loop
-    # counts) stay static.
+    # counts, Muon's ns_steps) stay static.
     numeric = {
         k: v
         for k, v in kwargs.items()
@@ -292,8 +302,11 @@ class TorchCase:
     groups: tuple[tuple[tuple[str, ...], Values], ...] | None = None
     changes_matter: bool = True  # torch reads the changed values (see the registry's field)
     sparse_grads: bool = False  # torch's side needs sparse-layout gradients (SparseAdam)
-    problem: str = "standard"
     closure: bool = False
+
+    @property
+    def task(self) -> problem.Problem:
+        return task_of(self.factory)
 
     def make_optkit(self) -> optkit.GradientTransformation:
         if self.groups is None:
@@ -330,7 +343,6 @@ def runtime_case(info: OptimizerInfo) -> TorchCase:
         changes,
         changes_matter=info.runtime_changes_matter,
         sparse_grads=info.sparse_gradients,
-        problem=info.problem,
         closure=info.closure,
     )
 
@@ -460,7 +472,7 @@ TORCH_CASES = [
 def test_set_hyperparams_mid_run_matches_torch(case: TorchCase) -> None:
     require_torch()
     groups = None if case.groups is None else list(case.groups)
-    task = problem.PROBLEMS[case.problem]
+    task = case.task
     on_task = {"task": task, "closure": case.closure, "sparse_grads": case.sparse_grads}
     expected = run_torch(case.torch_optimizer, case.kwargs, case.changes, groups, **on_task)
     unchanged = run_torch(case.torch_optimizer, case.kwargs, (), groups, **on_task)
@@ -572,13 +584,14 @@ def test_float32_hyperparameter_stays_float32() -> None:
 def test_no_weak_types_after_init_set_and_update(case_id: str) -> None:
     factory, kwargs = SAME_AS_PLAIN[case_id]
     tx = inject(factory)(**kwargs)
-    params = start_params()
+    task = task_of(factory)
+    params = start_params(task)
     state = tx.init(params)
     assert_no_weak_types(state)
     state = optkit.set_hyperparams(state, learning_rate=0.5)
     assert_no_weak_types(state)
-    _, grads = problem.jax_value_and_grad(params)
-    _, new_state = tx.update(grads, state, params, **update_args(factory, problem.STANDARD))
+    _, grads = task.jax_value_and_grad(params)
+    _, new_state = tx.update(grads, state, params, **update_args(factory, task))
     assert signature(new_state) == signature(state)
 
 
@@ -638,10 +651,13 @@ def test_schedule_trajectory_matches_plain_optimizer(name) -> None:
     info = BY_NAME[name]
     schedule = lambda count: 0.5 * next(iter(info.variants.values()))["learning_rate"] * 0.9**count
     kwargs = {**info.typical, "learning_rate": schedule}
-    extra = info.update_args(problem.STANDARD.jax_loss)
-    expected = run_optkit(info.factory(**kwargs), steps=15, jit=False, extra=extra)
+    task = problem.PROBLEMS[info.problem]
+    extra = info.update_args(task.jax_loss)
+    expected = run_optkit(info.factory(**kwargs), steps=15, jit=False, task=task, extra=extra)
     # One row with the count traced under jit; the rest eager, to skip XLA compiles.
-    got = run_optkit(inject(info.factory)(**kwargs), steps=15, jit=name == "sgd", extra=extra)
+    got = run_optkit(
+        inject(info.factory)(**kwargs), steps=15, jit=name == "sgd", task=task, extra=extra
+    )
     assert compare(got, expected, **SAME_MATH) is None
 
 

@@ -201,12 +201,12 @@ def test_variant_hyperparameter_bites_in_torch(variant):
 
 @pytest.mark.torch
 @pytest.mark.parametrize("weight", [0.1, 0.4999, 0.5, 2.0**-0.8, 0.9, 1.0])
-def test_lerp_any_weight_matches_torch(weight):
+def test_lerp_matches_torch_on_both_sides_of_one_half(weight):
     torch = require_torch()
     rng = np.random.default_rng(0)
     start, end = (rng.normal(size=64).astype(np.float32) for _ in range(2))
     # As in a jitted step: the weight is a float32 array (torch casts its double to float32).
-    lerp = jax.jit(_numerics.lerp_any_weight)
+    lerp = jax.jit(_numerics.lerp)
     ours = np.asarray(lerp(jnp.asarray(start), jnp.asarray(end), jnp.float32(weight)))
     theirs = torch.tensor(start).lerp_(torch.tensor(end), weight).numpy()
     # The same formula on each side of 0.5; where both contract it into one fused multiply-add

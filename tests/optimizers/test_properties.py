@@ -73,7 +73,14 @@ def make_optimizer(name: str, hp: dict[str, Any], flags: dict[str, bool]):
         def learning_rate(count):
             return lr * factor**count
 
-    return BY_NAME[name].factory(learning_rate, **hp, **flags)
+    return build(name, learning_rate=learning_rate, **hp, **flags)
+
+
+def build(name: str, **kwargs: Any):
+    """Optimizer ``name`` from these arguments, built for ``PARAMS`` as the registry says (Muon
+    takes the matrix ``w``, AdamW the vector ``b``)."""
+    info = BY_NAME[name]
+    return info.build(info.factory, kwargs)
 
 
 def as_arrays(hp: dict[str, Any]) -> dict[str, Any]:
@@ -178,7 +185,7 @@ def test_zero_learning_rate_leaves_params_unchanged(name, data):
     del hp["learning_rate"], hp["lr_factor"]
     hp.update(BY_NAME[name].zero_learning_rate_overrides)
     # adamw's decoupled decay is scaled by the learning rate, so it vanishes too.
-    trajectory, _ = run_eager(BY_NAME[name].factory(zero, **hp, **flags), name)
+    trajectory, _ = run_eager(build(name, learning_rate=zero, **hp, **flags), name)
 
     for params in trajectory:
         assert_trees_equal(params, PARAMS)
