@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import optkit
-from tests.support.registry import BY_NAME, REGISTRY, OptimizerInfo
+from tests.support.optimizer_info import OptimizerInfo
+from tests.support.registry import BY_NAME, REGISTRY
 
 
 def _typical(info: OptimizerInfo, learning_rate):

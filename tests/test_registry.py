@@ -16,7 +16,8 @@ import pytest
 import optkit
 from optkit import _validation
 from tests.parity.cases import CASES
-from tests.support.registry import BY_NAME, REGISTRY, OptimizerInfo
+from tests.support.optimizer_info import OptimizerInfo
+from tests.support.registry import BY_NAME, REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 by_row = pytest.mark.parametrize("info", REGISTRY, ids=[info.name for info in REGISTRY])

@@ -25,7 +25,8 @@ from optkit import _validation
 from tests.parity import problem
 from tests.parity.cases import to_torch_kwargs
 from tests.parity.runner import compare, stack
-from tests.support.registry import BY_NAME, REGISTRY, OptimizerInfo
+from tests.support.optimizer_info import OptimizerInfo
+from tests.support.registry import BY_NAME, REGISTRY
 from tests.support.torch_oracle import require_torch
 
 inject = optkit.inject_hyperparams

@@ -20,7 +20,8 @@ import optkit
 from optkit import _numerics
 from tests.combinators import test_hyperparams as hyperparams_tests
 from tests.parity import problem
-from tests.support.registry import BY_NAME, to_torch_kwargs
+from tests.support.optimizer_info import to_torch_kwargs
+from tests.support.registry import BY_NAME
 from tests.support.torch_oracle import require_torch
 
 NumpyTree = dict[str, np.ndarray]

@@ -19,7 +19,8 @@ from tests.optimizers.test_parity import TOLERANCES, golden
 from tests.parity import problem
 from tests.parity.cases import CASES_BY_ID, Case
 from tests.parity.runner import compare, run_optkit, run_torch, stack
-from tests.support.registry import BY_NAME, to_torch_kwargs
+from tests.support.optimizer_info import to_torch_kwargs
+from tests.support.registry import BY_NAME
 from tests.support.torch_oracle import require_torch
 
 LBFGS = BY_NAME["lbfgs"]

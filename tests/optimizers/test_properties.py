@@ -19,7 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import optkit
-from tests.support.registry import BY_NAME, EPS, NAMES, WEIGHT_DECAY, unit, zero_or
+from tests.support.optimizer_info import EPS, WEIGHT_DECAY, unit, zero_or
+from tests.support.registry import BY_NAME, NAMES
 
 STEPS = 5
 FEW = settings(max_examples=30, deadline=None)

@@ -28,7 +28,8 @@ import numpy as np
 
 import optkit
 from tests.parity import problem
-from tests.support.registry import REGISTRY, Kwargs, OptimizerInfo, to_torch_kwargs
+from tests.support.optimizer_info import Kwargs, OptimizerInfo, to_torch_kwargs
+from tests.support.registry import REGISTRY
 
 Wrap = Callable[[optkit.GradientTransformation], optkit.GradientTransformation]
 MakeOptkit = Callable[[type[np.floating], Wrap], optkit.GradientTransformation]
