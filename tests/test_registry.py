@@ -8,6 +8,7 @@ its README entry or its hyperparameters' ranges.
 from __future__ import annotations
 
 import inspect
+import re
 import typing
 from pathlib import Path
 
@@ -81,6 +82,15 @@ def test_docs_page_and_api_reference(info: OptimizerInfo):
 
 
 @by_row
-def test_readme_table_maps_the_torch_class(info: OptimizerInfo):
+def test_readme_and_migration_guide_map_the_torch_class(info: OptimizerInfo):
     readme = (ROOT / "README.md").read_text()
     assert f"| `optim.{info.torch_class}` | `optkit.{info.name}` |" in readme
+    guide = (ROOT / "docs" / "migrating_from_torch.md").read_text()
+    row = f"| `optim.{info.torch_class}` | [`optkit.{info.name}`][optkit.{info.name}] |"
+    assert row in guide, f"docs/migrating_from_torch.md has no row {row}"
+
+
+def test_every_public_name_is_in_the_api_reference():
+    text = "".join(page.read_text() for page in (ROOT / "docs" / "api").glob("*.md"))
+    documented = set(re.findall(r"^::: optkit\.(\w+)", text, flags=re.MULTILINE))
+    assert set(optkit.__all__) <= documented, sorted(set(optkit.__all__) - documented)
