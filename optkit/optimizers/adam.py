@@ -26,6 +26,8 @@ class ScaleByAdamState(NamedTuple):
 
 
 class AdamLeaf(NamedTuple):
+    """A leaf's new moments and update (Adam's, NAdam's and RAdam's kernels)."""
+
     mu: jax.Array
     nu: jax.Array
     update: jax.Array
@@ -38,8 +40,9 @@ class AmsgradLeaf(NamedTuple):
     update: jax.Array
 
 
-def _moments(mu, nu, g, *, one_minus_b1, b2, one_minus_b2):
-    """The new moments, each rounded to its stored dtype before the step reads it."""
+def moments(mu, nu, g, *, one_minus_b1, b2, one_minus_b2):
+    """Adam's new moments (also NAdam's and RAdam's), each rounded to its stored dtype before
+    the step reads it."""
     mu = _numerics.lerp(mu, g, one_minus_b1).astype(mu.dtype)
     nu = (b2 * nu + one_minus_b2 * (g * g)).astype(nu.dtype)
     return mu, nu
@@ -49,7 +52,7 @@ def _moments(mu, nu, g, *, one_minus_b1, b2, one_minus_b2):
 def _adam(
     mu, nu, update, *, one_minus_b1, b2, one_minus_b2, eps, bias_correction1, sqrt_bias_correction2
 ) -> AdamLeaf:
-    mu, nu = _moments(mu, nu, update, one_minus_b1=one_minus_b1, b2=b2, one_minus_b2=one_minus_b2)
+    mu, nu = moments(mu, nu, update, one_minus_b1=one_minus_b1, b2=b2, one_minus_b2=one_minus_b2)
     denominator = jnp.sqrt(nu) / sqrt_bias_correction2 + eps
     return AdamLeaf(mu, nu, (mu / bias_correction1) / denominator)
 
@@ -68,7 +71,7 @@ def _adam_eps_root(
     bias_correction1,
     sqrt_bias_correction2,
 ) -> AdamLeaf:
-    mu, nu = _moments(mu, nu, update, one_minus_b1=one_minus_b1, b2=b2, one_minus_b2=one_minus_b2)
+    mu, nu = moments(mu, nu, update, one_minus_b1=one_minus_b1, b2=b2, one_minus_b2=one_minus_b2)
     denominator = jnp.sqrt(nu / (sqrt_bias_correction2 * sqrt_bias_correction2) + eps_root) + eps
     return AdamLeaf(mu, nu, (mu / bias_correction1) / denominator)
 
@@ -87,7 +90,7 @@ def _amsgrad(
     bias_correction1,
     sqrt_bias_correction2,
 ) -> AmsgradLeaf:
-    mu, nu = _moments(mu, nu, update, one_minus_b1=one_minus_b1, b2=b2, one_minus_b2=one_minus_b2)
+    mu, nu = moments(mu, nu, update, one_minus_b1=one_minus_b1, b2=b2, one_minus_b2=one_minus_b2)
     nu_max = jnp.maximum(nu_max, nu)
     denominator = jnp.sqrt(nu_max) / sqrt_bias_correction2 + eps
     return AmsgradLeaf(mu, nu, nu_max, (mu / bias_correction1) / denominator)
@@ -108,7 +111,7 @@ def _amsgrad_eps_root(
     bias_correction1,
     sqrt_bias_correction2,
 ) -> AmsgradLeaf:
-    mu, nu = _moments(mu, nu, update, one_minus_b1=one_minus_b1, b2=b2, one_minus_b2=one_minus_b2)
+    mu, nu = moments(mu, nu, update, one_minus_b1=one_minus_b1, b2=b2, one_minus_b2=one_minus_b2)
     nu_max = jnp.maximum(nu_max, nu)
     denominator = (
         jnp.sqrt(nu_max / (sqrt_bias_correction2 * sqrt_bias_correction2) + eps_root) + eps

@@ -11,7 +11,7 @@ from optkit import _numerics, _tree, _validation
 from optkit._base import GradientTransformation, Params, Scalar, ScalarOrSchedule, Updates
 from optkit._kernel import leaf_kernel
 from optkit.optimizers._compose import chain_present, maybe_l2_decay, maybe_negate
-from optkit.optimizers.adam import _moments
+from optkit.optimizers.adam import AdamLeaf, moments
 from optkit.transforms.scaling import scale_by_learning_rate
 from optkit.transforms.weight_decay import maybe_decayed_weights
 
@@ -30,12 +30,6 @@ class ScaleByNadamState(NamedTuple):
     nu: Updates
 
 
-class NadamLeaf(NamedTuple):
-    mu: jax.Array
-    nu: jax.Array
-    update: jax.Array
-
-
 @leaf_kernel
 def _nadam(
     mu,
@@ -49,12 +43,12 @@ def _nadam(
     bias_correction2,
     gradient_coefficient,
     momentum_coefficient,
-) -> NadamLeaf:
-    mu, nu = _moments(mu, nu, update, one_minus_b1=one_minus_b1, b2=b2, one_minus_b2=one_minus_b2)
+) -> AdamLeaf:
+    mu, nu = moments(mu, nu, update, one_minus_b1=one_minus_b1, b2=b2, one_minus_b2=one_minus_b2)
     # torch divides by the bias correction before the square root.
     denominator = jnp.sqrt(nu / bias_correction2) + eps
     step = (gradient_coefficient * update) / denominator + (momentum_coefficient * mu) / denominator
-    return NadamLeaf(mu, nu, step)
+    return AdamLeaf(mu, nu, step)
 
 
 def _momentum_schedule(b1: Any, momentum_decay: Any, step: jax.Array) -> jax.Array:

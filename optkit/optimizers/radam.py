@@ -11,7 +11,7 @@ from optkit import _numerics, _tree, _validation
 from optkit._base import GradientTransformation, Params, Scalar, ScalarOrSchedule, Updates
 from optkit._kernel import leaf_kernel
 from optkit.optimizers._compose import chain_present, maybe_l2_decay, maybe_negate
-from optkit.optimizers.adam import _moments
+from optkit.optimizers.adam import AdamLeaf, moments
 from optkit.transforms.scaling import scale_by_learning_rate
 from optkit.transforms.weight_decay import maybe_decayed_weights
 
@@ -25,12 +25,6 @@ class ScaleByRadamState(NamedTuple):
     count: jax.Array
     mu: Updates
     nu: Updates
-
-
-class RadamLeaf(NamedTuple):
-    mu: jax.Array
-    nu: jax.Array
-    update: jax.Array
 
 
 @leaf_kernel
@@ -47,13 +41,13 @@ def _radam(
     sqrt_bias_correction2,
     rectify,
     rectification,
-) -> RadamLeaf:
-    mu, nu = _moments(mu, nu, update, one_minus_b1=one_minus_b1, b2=b2, one_minus_b2=one_minus_b2)
+) -> AdamLeaf:
+    mu, nu = moments(mu, nu, update, one_minus_b1=one_minus_b1, b2=b2, one_minus_b2=one_minus_b2)
     corrected = mu / bias_correction1
     # torch's ``scalar / tensor`` is ``tensor.reciprocal() * scalar``.
     adaptive = (1.0 / (jnp.sqrt(nu) + eps)) * sqrt_bias_correction2
     # ``rectify`` is a traced boolean scalar (it depends on the step), not a static flag.
-    return RadamLeaf(mu, nu, jnp.where(rectify, corrected * adaptive * rectification, corrected))
+    return AdamLeaf(mu, nu, jnp.where(rectify, corrected * adaptive * rectification, corrected))
 
 
 def _rectification(b2: Any, count: jax.Array) -> tuple[jax.Array, jax.Array]:
