@@ -109,8 +109,9 @@ def adadelta(
     :math:`v` and :math:`u` start at zero and are kept in each parameter's dtype. The learning
     rate :math:`\gamma` multiplies the step but does not enter :math:`u_t`, so a schedule
     rescales the steps without changing their history (torch's rule). optax's ``adadelta`` has
-    the same math, but no default learning rate and no ``maximize``, and takes a mask for its
-    (also coupled) weight decay.
+    the same math, but its ``learning_rate`` defaults to ``None``, which skips the
+    learning-rate scale and its minus sign (its default steps uphill), it has no ``maximize``,
+    and it takes a mask for its (also coupled) weight decay.
 
     The chain is ``negate`` (maximize) -> ``add_l2_decay`` -> ``scale_by_adadelta`` ->
     ``scale_by_learning_rate``.

@@ -85,8 +85,8 @@ def scale_by_rprop(
     with :math:`\Delta_0` the learning rate and :math:`g'_0 = 0`; end a chain with ``negate()``
     to descend. Same rule as ``torch.optim.Rprop``: every step size is clamped at every update,
     so a learning rate above :math:`\Delta_{\max}` is clipped at the first one. optax's
-    ``scale_by_rprop`` clips only the step sizes it grows or shrinks, and takes the four numbers
-    as separate arguments.
+    ``scale_by_rprop`` clips only the step sizes it grows or shrinks, returns each step one
+    update late (its first update is zero), and takes the four numbers as separate arguments.
 
     The learning rate only initializes the step sizes, when the state is built (a schedule: its
     value at count 0). Later values are never read, as torch never reads ``lr`` again after its
