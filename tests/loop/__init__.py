@@ -1,0 +1,1 @@
+"""The training loop around the optimizer: loss scaling, accumulation, averaging, clipping."""
