@@ -18,9 +18,11 @@ image into 2x2x64 = 256 features for ``fc1`` instead of MNIST's 12x12x64 = 9216.
 
 The schedule is the one place where the port needs care. torch's ``StepLR(step_size=1)`` counts
 ``scheduler.step()`` calls, one per *epoch*; an optkit schedule is a function of the *update*
-count. So the decay every epoch is ``optkit.schedules.step_lr(1.0, step_size=steps_per_epoch,
-gamma=0.7)``. A literal ``step_size=1`` would decay after every minibatch: the learning rate
-would be ``0.7**21``, about 6e-4, by the end of the first epoch, and training would all but stop.
+count. ``optkit.schedules.per_epoch`` converts one into the other, so torch's arguments carry over
+as they are: ``per_epoch(step_lr(1.0, step_size=1, gamma=0.7), steps_per_epoch)``. A literal
+``step_lr(1.0, step_size=1, gamma=0.7)`` without ``per_epoch`` would decay after every minibatch:
+the learning rate would be ``0.7**21``, about 6e-4, by the end of the first epoch, and training
+would all but stop.
 
 Other differences from ``main.py``: images are scaled to [0, 1] and standardized with the
 training set's mean and standard deviation (``transforms.Normalize((0.1307,), (0.3081,))`` holds
@@ -135,10 +137,12 @@ def nll_loss(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
 def epoch_step_lr(steps_per_epoch: int) -> optkit.Schedule:
     """``StepLR(optimizer, step_size=1, gamma=0.7)`` stepped once per epoch, as a schedule.
 
-    optkit's schedules count updates, so torch's one scheduler step per epoch is a decay every
-    ``steps_per_epoch`` updates (``step_size=1`` here would decay after every minibatch).
+    optkit's schedules count updates; ``per_epoch`` evaluates torch's StepLR at the number of
+    epochs done, as one ``scheduler.step()`` per epoch does (``step_lr`` alone would decay after
+    every minibatch).
     """
-    return optkit.schedules.step_lr(LEARNING_RATE, step_size=steps_per_epoch, gamma=GAMMA)
+    step_lr = optkit.schedules.step_lr(LEARNING_RATE, step_size=1, gamma=GAMMA)
+    return optkit.schedules.per_epoch(step_lr, steps_per_epoch)
 
 
 def make_optimizer(steps_per_epoch: int) -> optkit.GradientTransformation:

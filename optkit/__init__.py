@@ -60,7 +60,12 @@ from optkit.optimizers.sparse_adam import (
 )
 from optkit.transforms.clipping import clip, clip_by_global_norm, global_norm
 from optkit.transforms.momentum import TraceState, trace
-from optkit.transforms.plateau import ReduceLROnPlateauState, reduce_lr_on_plateau
+from optkit.transforms.plateau import (
+    ReduceLROnPlateauSettings,
+    ReduceLROnPlateauState,
+    reduce_lr_on_plateau,
+    step_plateau,
+)
 from optkit.transforms.scaling import ScaleByScheduleState, negate, scale, scale_by_learning_rate
 from optkit.transforms.weight_decay import add_decayed_weights, add_l2_decay
 
@@ -77,6 +82,7 @@ __all__ = [
     "ParamGroupsState",
     "Params",
     "PartitionState",
+    "ReduceLROnPlateauSettings",
     "ReduceLROnPlateauState",
     "Scalar",
     "ScalarOrSchedule",
@@ -149,5 +155,6 @@ __all__ = [
     "sgd",
     "sparse_adam",
     "stateless",
+    "step_plateau",
     "trace",
 ]

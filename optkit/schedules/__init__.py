@@ -12,7 +12,8 @@ argument, ``learning_rate``. ``warmup_cosine_decay`` and ``join_schedules`` foll
 Values have JAX's default float dtype (float64 under ``jax_enable_x64``) and schedules act
 elementwise, so ``s(jnp.arange(n))`` tabulates the first ``n`` values. ``ReduceLROnPlateau``
 depends on the monitored loss, not on the count, so it is a transform instead:
-``optkit.reduce_lr_on_plateau``.
+``optkit.reduce_lr_on_plateau``. For torch code that calls ``scheduler.step()`` once per epoch,
+wrap the schedule in ``per_epoch``.
 """
 
 from optkit.schedules.cosine import (
@@ -30,6 +31,7 @@ from optkit.schedules.decay import (
     polynomial_lr,
     step_lr,
 )
+from optkit.schedules.epochs import per_epoch
 from optkit.schedules.sequence import join_schedules, sequential_lr
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "linear_lr",
     "multistep_lr",
     "one_cycle_lr",
+    "per_epoch",
     "polynomial_lr",
     "sequential_lr",
     "step_lr",

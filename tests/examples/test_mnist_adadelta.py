@@ -1,7 +1,7 @@
 """examples/mnist_adadelta.py trains exactly as PyTorch's mnist/main.py does.
 
-The example's own model, loss, optimizer (``optkit.adadelta`` under the per-epoch
-``step_lr``) and jitted train step, given torch's initial weights, the same minibatches in the
+The example's own model, loss, optimizer (``optkit.adadelta`` under ``per_epoch(step_lr)``)
+and jitted train step, given torch's initial weights, the same minibatches in the
 same order and the same dropout masks, in float64, must reproduce torch's per-step losses and
 final weights to 1e-8 relative over two epochs (StepLR's decay in between included). torch's run
 is ``tests/examples/generate_mnist_golden.py``: live where torch is installed, and from its

@@ -391,12 +391,25 @@ def test_nnx_reduce_lr_on_plateau_reduces_on_a_flat_value():
     np.testing.assert_allclose(float(plateau_state(optimizer).scale), 0.25)
 
 
-def test_nnx_update_without_value_names_the_fix():
-    tx = optkit.chain(optkit.sgd(0.1), optkit.reduce_lr_on_plateau(learning_rate=0.1))
+def test_nnx_step_plateau_once_per_epoch():
+    """Updates without ``value=`` leave the plateau alone; step_plateau on the nnx optimizer's
+    state (its arrays wrapped in nnx variables) advances it, as torch's scheduler.step(loss)."""
+    tx = optkit.chain(
+        optkit.sgd(learning_rate=0.5),
+        optkit.reduce_lr_on_plateau(patience=1, factor=0.5, learning_rate=0.5),
+    )
     model, optimizer = make_nnx(tx)
+    for _ in range(3):  # epochs with a flat validation loss
+        before = plateau_state(optimizer)
+        train_nnx(model, optimizer, steps=2)
+        jax.tree.map(np.testing.assert_array_equal, plateau_state(optimizer), before)
+        optimizer.opt_state = optkit.step_plateau(optimizer.opt_state, jnp.float32(1.0))
 
-    with pytest.raises(ValueError, match="value=loss"):
-        nnx_step(model, optimizer, X, Y)
+    # Epoch 1 sets best=1; epoch 2 is bad; epoch 3 is the second bad one and halves the lr.
+    state = plateau_state(optimizer)
+    assert (float(state.scale), float(state.best), int(state.num_bad_epochs)) == (0.5, 1.0, 0)
+    losses = train_nnx(model, optimizer, steps=10)  # the state still trains the model
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
 
 
 def test_nnx_set_hyperparams_takes_effect_without_recompiling():

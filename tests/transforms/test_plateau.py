@@ -108,11 +108,15 @@ def test_state_is_a_typed_named_tuple_with_stable_dtypes():
     assert new_state.num_bad_epochs.dtype == jnp.int32
 
 
-def test_missing_value_is_a_clear_error():
+def test_update_without_value_applies_the_scale_and_leaves_the_rule_alone():
+    """Without ``value=`` (the per-epoch form, values given by step_plateau) the state is
+    returned as it came: torch's optimizer.step() without a scheduler.step()."""
     tx = optkit.chain(optkit.sgd(0.1), reduce_lr_on_plateau(learning_rate=0.1))
     state = tx.init(jnp.zeros(2))
-    with pytest.raises(ValueError, match=r"needs the monitored value.*value=loss"):
-        tx.update(jnp.ones(2), state, jnp.zeros(2))
+    state = (state[0], state[1]._replace(scale=jnp.asarray(0.5), best=jnp.asarray(2.0)))
+    updates, new_state = jax.jit(tx.update)(jnp.ones(2), state, jnp.zeros(2))
+    np.testing.assert_array_equal(updates, np.full(2, -0.05))
+    jax.tree.map(np.testing.assert_array_equal, new_state, state)
 
 
 def test_non_scalar_value_is_rejected():
