@@ -62,11 +62,12 @@ def _accumulate(accumulator: jax.Array, gradient: jax.Array, *, scale: float) ->
     # torch's ``(loss / k).backward()`` leaves p.grad = sum of g_i / k, added in order, the first
     # assigned (0 + x is x). We keep that in-order sum of scaled terms: optax's running mean
     # a + (g - a) / i, or one division of the plain sum, rounds differently. The scale is a
-    # multiplication by fl(1/k): XLA rewrites a division by a scalar into exactly that on every
-    # backend, and torch's backward multiplies the same fl(1/k) in from the loss. The product
-    # is formed in at least float32 (``scale``, a Python float, becomes fl32(1/k), not a
-    # bfloat16 1/k that is 0.2% off for k = 3) and rounded to the accumulator's dtype before the
-    # add, as torch's half-precision arithmetic does ("opmath"). So a bfloat16 accumulator
+    # multiplication by fl(1/k): XLA's algebraic simplifier rewrites a division by a broadcast
+    # scalar into exactly that (seen on CPU with jax 0.10.2), and torch's backward of loss / k
+    # seeds the chain rule with the same fl(1/k). The product is formed in at least float32
+    # (``scale``, a Python float, becomes fl32(1/k), not a bfloat16 1/k that is 0.2% off for
+    # k = 3) and rounded to the accumulator's dtype before the add, as torch's half-precision
+    # arithmetic does ("opmath"). So a bfloat16 accumulator
     # equals torch's ``p.grad += g * (1 / k)`` bitwise. In float32 and float64 XLA fuses the
     # multiply and the add into one fused multiply-add, and on CPU float16 intermediates stay in
     # float32, so there a sum may round once where torch rounds twice and differ from torch's in
