@@ -20,6 +20,11 @@ from optkit._base import (
     identity,
     stateless,
 )
+from optkit.combinators.accumulation import (
+    AccumulateGradientsState,
+    accumulate_gradients,
+    optimizer_stepped,
+)
 from optkit.combinators.flatten import FlattenState, flatten
 from optkit.combinators.hyperparams import (
     InjectHyperparamsState,
@@ -72,6 +77,7 @@ from optkit.transforms.weight_decay import add_decayed_weights, add_l2_decay
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AccumulateGradientsState",
     "EmptyState",
     "FlattenState",
     "GradientTransformation",
@@ -104,6 +110,7 @@ __all__ = [
     "Selector",
     "TraceState",
     "Updates",
+    "accumulate_gradients",
     "adadelta",
     "adafactor",
     "adagrad",
@@ -128,6 +135,7 @@ __all__ = [
     "muon",
     "nadam",
     "negate",
+    "optimizer_stepped",
     "param_groups",
     "partition",
     "radam",

@@ -129,6 +129,8 @@ RANGES: dict[str, Range] = {
     "tolerance_change": Range(),
     # Iteration counts (structural).
     "ns_steps": Range(0, 99, integer=True),
+    # Periods in updates (structural): gradient accumulation's micro-batches per optimizer step.
+    "every_k": Range(low=1, integer=True),
 }
 """The one table of hyperparameter ranges, keyed by argument name: every optimizer and primitive
 checks its numeric arguments here when it is built, and ``set_hyperparams`` checks new values
