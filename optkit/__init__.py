@@ -20,6 +20,11 @@ from optkit._base import (
     identity,
     stateless,
 )
+from optkit.combinators.averaging import (
+    WeightAveragingState,
+    get_averaged_params,
+    weight_averaging,
+)
 from optkit.combinators.flatten import FlattenState, flatten
 from optkit.combinators.hyperparams import (
     InjectHyperparamsState,
@@ -98,6 +103,7 @@ __all__ = [
     "Selector",
     "TraceState",
     "Updates",
+    "WeightAveragingState",
     "adadelta",
     "adafactor",
     "adagrad",
@@ -113,6 +119,7 @@ __all__ = [
     "clip",
     "clip_by_global_norm",
     "flatten",
+    "get_averaged_params",
     "get_hyperparams",
     "global_norm",
     "identity",
@@ -150,4 +157,5 @@ __all__ = [
     "sparse_adam",
     "stateless",
     "trace",
+    "weight_averaging",
 ]

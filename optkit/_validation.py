@@ -129,6 +129,10 @@ RANGES: dict[str, Range] = {
     "tolerance_change": Range(),
     # Iteration counts (structural).
     "ns_steps": Range(0, 99, integer=True),
+    # Update counts that place events in the run (structural): weight averaging's first
+    # averaged update and its period.
+    "start_step": Range(low=0, integer=True),
+    "every_k": Range(low=1, integer=True),
 }
 """The one table of hyperparameter ranges, keyed by argument name: every optimizer and primitive
 checks its numeric arguments here when it is built, and ``set_hyperparams`` checks new values
