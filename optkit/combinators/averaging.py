@@ -96,12 +96,12 @@ def weight_averaging(
             if c >= start_step and (c - start_step) % every_k == 0:
                 ema_model.update_parameters(model)
 
-    with torch's rounding: the lerp of ``torch._foreach_lerp_`` (``_numerics.lerp``), a float32
+    with torch's rounding: both formulas of its CPU lerp (``torch._foreach_lerp_``), a float32
     SWA weight :math:`1/(n+1)` even for float64 params (torch divides its int64 ``n_averaged`` in
     float32), half-precision leaves averaged in float32. ``AveragedModel(model)`` without an
     averaging function runs ``get_swa_multi_avg_fn`` on CUDA but, on CPU, divides by
-    :math:`n + 1` in the params' dtype (``get_swa_avg_fn``): the same mean, different in the
-    last bits of float64.
+    :math:`n + 1` in the params' dtype (``get_swa_avg_fn``): the same mean up to the float32
+    rounding of the weight, which float64 params show.
 
     Wrap the whole optimizer (chain, param groups, ``inject_hyperparams``, ``flatten``): the
     average is of ``params + updates`` with the updates ``inner`` returns, so nothing after this

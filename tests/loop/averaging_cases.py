@@ -150,17 +150,6 @@ RUNS: tuple[AveragingRun, ...] = (
         ),
     ),
     AveragingRun(
-        id="adamw",
-        optimizer="adamw",
-        torch_optimizer="AdamW",
-        kwargs={"learning_rate": 0.05, "weight_decay": 0.1},
-        averagings=(
-            Averaging("ema", decay=0.95),
-            Averaging("ema", decay=0.8, start_step=20),
-            Averaging("swa", start_step=7, every_k=3),
-        ),
-    ),
-    AveragingRun(
         id="nadam",
         optimizer="nadam",
         torch_optimizer="NAdam",
@@ -200,12 +189,17 @@ RUNS: tuple[AveragingRun, ...] = (
         ),
         steps=48,
     ),
+    # AdamW under SWALR from the first update (a linear anneal), watched by EMAs too.
     AveragingRun(
         id="adamw_swalr_linear",
         optimizer="adamw",
         torch_optimizer="AdamW",
-        kwargs={"learning_rate": 0.05},
-        averagings=(Averaging("swa", start_step=5, every_k=3),),
+        kwargs={"learning_rate": 0.05, "weight_decay": 0.1},
+        averagings=(
+            Averaging("ema", decay=0.95),
+            Averaging("ema", decay=0.8, start_step=20),
+            Averaging("swa", start_step=7, every_k=3),
+        ),
         swa_lr=SwaLr(T_max=0, handover=0, swa_lr=0.005, anneal_epochs=10, anneal_strategy="linear"),
     ),
 )

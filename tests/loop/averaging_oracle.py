@@ -16,6 +16,7 @@ from tests.parity import problem
 
 Arrays = dict[str, np.ndarray]
 
+SCRIPT_SEED = 13
 SCRIPT_STEPS = 12
 SCRIPT_SHAPES = {"w": (3, 5), "b": (5,)}
 SCRIPT_AVERAGINGS = (
@@ -36,7 +37,7 @@ def scripted_params(dtype_name: str) -> list[Arrays]:
     each dtype holds the same sequence and ``params + (next - params)`` lands on ``next``
     exactly (in float32 for the half-precision dtypes, as ``apply_updates`` adds).
     """
-    rng = np.random.default_rng(13)
+    rng = np.random.default_rng(SCRIPT_SEED)
     numpy_dtype = np.float64 if dtype_name == "float64" else np.float32
     return [
         {

@@ -28,10 +28,16 @@ SCRIPT_DTYPES = ("bfloat16", "float16", "float32", "float64")
 
 
 def scripted_spec() -> str:
-    from tests.loop.averaging_oracle import SCRIPT_AVERAGINGS, SCRIPT_SHAPES, SCRIPT_STEPS
+    from tests.loop.averaging_oracle import (
+        SCRIPT_AVERAGINGS,
+        SCRIPT_SEED,
+        SCRIPT_SHAPES,
+        SCRIPT_STEPS,
+    )
 
     spec = {
         "averagings": [a.kwargs() for a in SCRIPT_AVERAGINGS],
+        "seed": SCRIPT_SEED,
         "shapes": SCRIPT_SHAPES,
         "steps": SCRIPT_STEPS,
         "dtypes": SCRIPT_DTYPES,

@@ -107,21 +107,34 @@ SETUPS = [
 ]
 
 
-@pytest.mark.parametrize("averaging", SETUPS, ids=lambda a: a.id)
-def test_average_follows_its_formula_and_the_inner_path_is_the_bare_one(averaging):
-    stepper = Stepper(optkit.weight_averaging(optkit.sgd(0.05, momentum=0.9), **averaging.kwargs()))
-    path = stepper.run()
+@functools.cache
+def nested_sgd() -> tuple[list, int]:
+    """Every set-up around one SGD, nested (``SETUPS[0]`` outermost), run by one jitted step;
+    and how many times that step was traced."""
+    tx = optkit.sgd(0.05, momentum=0.9)
+    for averaging in reversed(SETUPS):
+        tx = optkit.weight_averaging(tx, **averaging.kwargs())
+    stepper = Stepper(tx)
+    return stepper.run(), stepper.traces
+
+
+@pytest.mark.parametrize("level", range(len(SETUPS)), ids=[a.id for a in SETUPS])
+def test_average_follows_its_formula_and_the_inner_path_is_the_bare_one(level):
+    averaging = SETUPS[level]
+    path, traces = nested_sgd()
     bare = bare_sgd()
     expected = averaged_by_formula([params for params, _, _ in bare], averaging)
     # SWA's weight 1 / (n + 1) is rounded to float32, as torch's: the mean is exact to ~1e-8.
     rtol = 1e-12 if averaging.mode == "ema" else 1e-7
     initial = start_params()
-    for count, ((params, updates, state), (bare_params, bare_updates, bare_state)) in enumerate(
+    for count, ((params, updates, top), (bare_params, bare_updates, bare_state)) in enumerate(
         zip(path, bare, strict=True)
     ):
-        assert_bitwise(
-            (params, updates, state.inner_state), (bare_params, bare_updates, bare_state)
-        )
+        states = [top]  # every set-up's state, then the optimizer's
+        for _ in SETUPS:
+            states.append(states[-1].inner_state)
+        state = states[level]
+        assert_bitwise((params, updates, states[-1]), (bare_params, bare_updates, bare_state))
         due = sum(averaging.due(c) for c in range(count + 1))
         assert (int(state.count), int(state.n_averaged)) == (count + 1, due)
         assert state.count.dtype == state.n_averaged.dtype == jnp.int32
@@ -129,7 +142,7 @@ def test_average_follows_its_formula_and_the_inner_path_is_the_bare_one(averagin
             assert_close_trees(state.averaged_params, expected[count], rtol)
         else:  # before the first averaging: the params given to init, as torch's deepcopy
             assert_bitwise(state.averaged_params, initial)
-    assert stepper.traces == 1  # averaging and other updates share one compiled step
+    assert traces == 1  # averaging and other updates share one compiled step
 
 
 def test_jit_init_is_eager_init_and_holds_copies_a_donating_step_can_consume():
@@ -320,6 +333,7 @@ def test_counts_beyond_int32_mean_never_or_once():
     params = start_params()
     for tx, expected in ((never, 0), (once, 1)):
         state = tx.init(params)
+        update = jax.jit(tx.update)
         for _ in range(3):
-            _, state = tx.update(params, state, params)
+            _, state = update(params, state, params)
         assert int(state.n_averaged) == expected

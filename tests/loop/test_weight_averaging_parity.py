@@ -1,11 +1,11 @@
 """weight_averaging reproduces torch's ``AveragedModel`` after each ``optimizer.step()``.
 
-Runs (tests/loop/averaging_cases.py): SGD with Nesterov momentum, AdamW and NAdam on the standard
-parity problem, each watched by several EMA and SWA set-ups (start_step 0 and later, every_k 1
-and more), and torch's SWA recipe with SWALR (after a cosine schedule, and from the start), all
-compared step by step: the params and every average, float64 to relative 1e-10 and float32 to
-1e-5. The golden tests use torch's values stored in tests/loop/golden/ and run without torch;
-the live tests run torch itself.
+Runs (tests/loop/averaging_cases.py): SGD with Nesterov momentum, AdamW (under SWALR from the
+start) and NAdam on the standard parity problem, each watched by several EMA and SWA set-ups
+(start_step 0 and later, every_k 1 and more), and torch's SWA recipe, SGD with SWALR after a
+cosine schedule, stepped per update and per epoch. Each is compared step by step, the params and
+every average, float64 to relative 1e-10 and float32 to 1e-5. The golden tests use torch's
+values stored in tests/loop/golden/ and run without torch; the live tests run torch itself.
 
 Scripted runs set the params to a fixed sequence and compare the averages alone, in bfloat16,
 float16, float32 and float64: they are torch's bit for bit (same lerp formulas, same float32 SWA
