@@ -25,6 +25,11 @@ from optkit.combinators.accumulation import (
     accumulate_gradients,
     optimizer_stepped,
 )
+from optkit.combinators.averaging import (
+    WeightAveragingState,
+    get_averaged_params,
+    weight_averaging,
+)
 from optkit.combinators.flatten import FlattenState, flatten
 from optkit.combinators.hyperparams import (
     InjectHyperparamsState,
@@ -110,6 +115,7 @@ __all__ = [
     "Selector",
     "TraceState",
     "Updates",
+    "WeightAveragingState",
     "accumulate_gradients",
     "adadelta",
     "adafactor",
@@ -126,6 +132,7 @@ __all__ = [
     "clip",
     "clip_by_global_norm",
     "flatten",
+    "get_averaged_params",
     "get_hyperparams",
     "global_norm",
     "identity",
@@ -165,4 +172,5 @@ __all__ = [
     "stateless",
     "step_plateau",
     "trace",
+    "weight_averaging",
 ]

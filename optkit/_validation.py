@@ -129,7 +129,9 @@ RANGES: dict[str, Range] = {
     "tolerance_change": Range(),
     # Iteration counts (structural).
     "ns_steps": Range(0, 99, integer=True),
-    # Periods in updates (structural): gradient accumulation's micro-batches per optimizer step.
+    # Update counts that place events in the run (structural): gradient accumulation's
+    # micro-batches per optimizer step, weight averaging's first averaged update and period.
+    "start_step": Range(low=0, integer=True),
     "every_k": Range(low=1, integer=True),
 }
 """The one table of hyperparameter ranges, keyed by argument name: every optimizer and primitive

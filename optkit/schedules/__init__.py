@@ -7,7 +7,8 @@ wherever a learning rate is accepted (``optkit.adam(schedules.cosine_annealing_l
 The torch-named schedules reproduce ``torch.optim.lr_scheduler`` with torch's keyword names:
 ``s(k)`` equals ``optimizer.param_groups[0]["lr"]`` after ``k`` calls of ``scheduler.step()``,
 each made after ``optimizer.step()``. The optimizer's ``lr`` becomes the schedule's first
-argument, ``learning_rate``. ``warmup_cosine_decay`` and ``join_schedules`` follow optax.
+argument, ``learning_rate``. ``swa_lr`` is ``torch.optim.swa_utils.SWALR``.
+``warmup_cosine_decay`` and ``join_schedules`` follow optax.
 
 Values have JAX's default float dtype (float64 under ``jax_enable_x64``) and schedules act
 elementwise, so ``s(jnp.arange(n))`` tabulates the first ``n`` values. ``ReduceLROnPlateau``
@@ -33,6 +34,7 @@ from optkit.schedules.decay import (
 )
 from optkit.schedules.epochs import per_epoch
 from optkit.schedules.sequence import join_schedules, sequential_lr
+from optkit.schedules.swa import swa_lr
 
 __all__ = [
     "constant_lr",
@@ -49,5 +51,6 @@ __all__ = [
     "polynomial_lr",
     "sequential_lr",
     "step_lr",
+    "swa_lr",
     "warmup_cosine_decay",
 ]

@@ -29,7 +29,8 @@ Kwargs = Mapping[str, Any]
 
 @dataclasses.dataclass(frozen=True)
 class TorchScheduler:
-    """A class in ``torch.optim.lr_scheduler`` and its keyword arguments (minus the optimizer).
+    """A class in ``torch.optim.lr_scheduler`` (or ``SWALR``, in ``torch.optim.swa_utils``) and
+    its keyword arguments (minus the optimizer).
 
     For ``SequentialLR``, ``kwargs["schedulers"]`` holds nested ``TorchScheduler`` specs.
     """
@@ -159,6 +160,33 @@ ONE_CYCLE_LR = {
         "three_phase": True,
     },
     "fractional_phase_end": {"max_lr": 0.2, "total_steps": 301, "pct_start": 0.33},
+}
+# SWALR anneals from the optimizer's lr: down (the usual case), up, at once (0 and 1 epochs), and
+# down to zero over a long cosine, where torch's recursion drifts most from the closed form.
+SWA_LR = {
+    "torch_defaults": {"learning_rate": 0.1, "swa_lr": 0.05},
+    "linear_20": {
+        "learning_rate": 0.5,
+        "swa_lr": 0.05,
+        "anneal_epochs": 20,
+        "anneal_strategy": "linear",
+    },
+    "rising_cos_37": {"learning_rate": 0.01, "swa_lr": 0.1, "anneal_epochs": 37},
+    "cos_250_to_zero": {"learning_rate": 1.0, "swa_lr": 0.0, "anneal_epochs": 250},
+    "anneal_0": {"learning_rate": 0.1, "swa_lr": 0.02, "anneal_epochs": 0},
+    "anneal_0_linear": {
+        "learning_rate": 0.1,
+        "swa_lr": 0.02,
+        "anneal_epochs": 0,
+        "anneal_strategy": "linear",
+    },
+    "anneal_1": {"learning_rate": 0.1, "swa_lr": 0.02, "anneal_epochs": 1},
+    "anneal_1_linear": {
+        "learning_rate": 0.2,
+        "swa_lr": 0.3,
+        "anneal_epochs": 1,
+        "anneal_strategy": "linear",
+    },
 }
 LAMBDA_LR = {
     "geometric": {"learning_rate": 0.1, "lr_lambda": geometric},
@@ -303,6 +331,7 @@ SCHEDULE_CASES: tuple[ScheduleCase, ...] = (
     *_rows("cyclic_lr", schedules.cyclic_lr, "CyclicLR", CYCLIC_LR),
     *_rows("one_cycle_lr", schedules.one_cycle_lr, "OneCycleLR", ONE_CYCLE_LR),
     *_rows("lambda_lr", schedules.lambda_lr, "LambdaLR", LAMBDA_LR),
+    *_rows("swa_lr", schedules.swa_lr, "SWALR", SWA_LR),
     *SEQUENTIAL_LR,
     WARMUP_COSINE_DECAY,
 )

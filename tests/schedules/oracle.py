@@ -23,7 +23,8 @@ def build_scheduler(optimizer: Any, spec: TorchScheduler) -> Any:
     kwargs = dict(spec.kwargs)
     if spec.name == "SequentialLR":
         kwargs["schedulers"] = [build_scheduler(optimizer, child) for child in kwargs["schedulers"]]
-    return getattr(torch.optim.lr_scheduler, spec.name)(optimizer, **kwargs)
+    module = torch.optim.swa_utils if spec.name == "SWALR" else torch.optim.lr_scheduler
+    return getattr(module, spec.name)(optimizer, **kwargs)
 
 
 def _one_param_sgd(lr: float) -> tuple[Any, Any]:
