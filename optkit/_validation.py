@@ -75,9 +75,12 @@ def non_negative(name: str, value: Any, *, allow_schedule: bool = False) -> Any:
 
 class Range(NamedTuple):
     """The allowed values of a hyperparameter: ``[low, high]`` (``high`` excluded unless
-    ``high_inclusive``); ``None`` leaves that side open. ``schedule``: a callable (a schedule of
-    the update count) is accepted too. ``integer``: a Python integer that fixes the transform's
-    structure (a loop count, a history length): static, never injected as an array."""
+    ``high_inclusive``); ``None`` leaves that side open. ``schedule``: the transforms themselves
+    accept a callable (a schedule of their update count). Any other numeric hyperparameter takes
+    a schedule through ``inject_hyperparams``, which checks the schedule's value at count 0
+    against this table when it is built. ``integer``: a Python integer that fixes the
+    transform's structure (a loop count, a history length): static, never injected as an
+    array."""
 
     low: float | None = 0.0
     high: float | None = None
@@ -146,6 +149,13 @@ def hyperparameters(**values: Any) -> None:
         if integer:
             integer_in(name, value, low=low, high=high)
             continue
+        if callable(value) and not schedule:
+            raise TypeError(
+                f"{name} must be a number, got the callable {value!r}. To drive {name} by a "
+                "schedule of the update count, build the optimizer with "
+                f"optkit.inject_hyperparams, e.g. optkit.inject_hyperparams(optkit.sgd)(..., "
+                f"{name}=schedule)."
+            )
         scalar(
             name, value, low=low, high=high, high_inclusive=high_inclusive, allow_schedule=schedule
         )

@@ -48,8 +48,14 @@ def _as_array(name: str, value: Any) -> jax.Array:
     return array.astype(dtype)
 
 
-def _check_schedule(name: str, schedule: Callable[[jax.Array], Any]) -> None:
-    """Call a schedule at count 0 so a callable that is not one fails now, with a hint."""
+def _check_schedule(name: str, schedule: Callable[[jax.Array], Any]) -> jax.Array:
+    """Call a schedule at count 0 so a callable that is not one fails now, with a hint, and
+    range-check that first value against :data:`optkit._validation.RANGES`.
+
+    Returns the first value as a concrete float scalar: the optimizer is then built once with it,
+    so its own checks run on a number. Later values are traced under ``jit``; they are not
+    checked.
+    """
 
     def not_a_schedule(what: str) -> TypeError:
         return TypeError(
@@ -63,6 +69,15 @@ def _check_schedule(name: str, schedule: Callable[[jax.Array], Any]) -> None:
         raise not_a_schedule(f"failed on a count: {error}") from error
     if not _is_numeric(first) or jnp.ndim(first) != 0:
         raise not_a_schedule(f"returned {type(first).__name__} {first!r} instead of a scalar")
+    first = _as_array(name, first)
+    if name in _validation.RANGES:
+        try:
+            _validation.hyperparameters(**{name: first})
+        except ValueError as error:
+            raise ValueError(
+                f"{name} is a schedule whose value at count 0 is out of range: {error}"
+            ) from error
+    return first
 
 
 def inject_hyperparams(
@@ -76,14 +91,33 @@ def inject_hyperparams(
     without recompiling a jitted step. Arguments are sorted into three kinds:
 
     - numeric (Python numbers, NumPy and JAX scalars): stored in ``state.hyperparams``;
-    - callables: schedules of the 0-based update count, evaluated each update, their outputs
-      stored in ``state.scheduled``;
-    - bools, strings, ``None``, integer arguments that fix the optimizer's structure (a loop
-      count, a history length) and names listed in ``static_args``: passed through unchanged
-      (use ``static_args`` for a callable that is not a schedule, such as adamw's ``mask``).
+    - callables: schedules of the 0-based update count, for any numeric hyperparameter
+      (``learning_rate``, ``momentum``, ``dampening``, ``b1``, ``b2``, ``eps``,
+      ``weight_decay``, ...), evaluated before each update, their outputs stored in
+      ``state.scheduled``;
+    - bools, strings, ``None``, tuples, integer arguments that fix the optimizer's structure (a
+      loop count, a history length) and names listed in ``static_args``: passed through
+      unchanged (use ``static_args`` for a callable that is not a schedule, such as adamw's
+      ``mask``).
 
-    A numeric hyperparameter is never pruned from the chain, even at zero: ``momentum=0.0``
-    keeps a momentum buffer so that it can be raised later.
+    A schedule is torch's ``optimizer.param_groups[0][name] = schedule(step)`` before each
+    ``optimizer.step()``; ``momentum=`` (SGD, RMSprop) or ``b1=`` (Adam family) driven by
+    :func:`optkit.schedules.one_cycle_momentum` or :func:`optkit.schedules.cyclic_momentum` is
+    the momentum cycling of torch's ``OneCycleLR`` and ``CyclicLR`` (``cycle_momentum=True``).
+
+    Construction checks each schedule once, at count 0: it must return a real scalar, in its
+    hyperparameter's range (the same table as plain values), and the optimizer is built with that
+    value. Later values are traced under ``jit`` and not checked: keep a schedule in range (e.g.
+    ``b1 < 1``) over the whole run.
+
+    A hyperparameter held here (numeric or scheduled) is a run-time value, so the optimizer's
+    build-time decisions never depend on it: it is never pruned from the chain, even at zero
+    (``momentum=0.0`` keeps a momentum buffer so that it can be raised later, and so does a
+    momentum schedule), and where its value matters at a step torch's rules apply at that step:
+    a step at momentum 0 uses no buffer (with ``nesterov=True`` it is plain SGD, as torch's step
+    is), the first step with a non-zero momentum starts the buffer from the gradient.
+    ``nesterov=True`` is checked against a Python momentum and dampening only, as torch checks
+    the values given to its constructor.
 
     Examples:
         >>> import jax, jax.numpy as jnp, optkit
@@ -93,6 +127,19 @@ def inject_hyperparams(
         >>> state = optkit.set_hyperparams(state, learning_rate=0.01)
         >>> optkit.get_hyperparams(state)["learning_rate"]
         Array(0.01, dtype=float32)
+
+        torch's ``OneCycleLR`` on AdamW cycles ``beta1`` as well as the learning rate:
+
+        >>> from optkit import schedules
+        >>> tx = optkit.inject_hyperparams(optkit.adamw)(
+        ...     learning_rate=schedules.one_cycle_lr(1e-3, total_steps=100),
+        ...     b1=schedules.one_cycle_momentum(total_steps=100),
+        ... )
+        >>> state = tx.init(params)
+        >>> for _ in range(30):
+        ...     updates, state = tx.update(jnp.ones(2), state, params)
+        >>> print(f"{optkit.get_hyperparams(state)['b1']:.3f}")
+        0.850
     """
     static_names = frozenset(static_args)
 
@@ -108,10 +155,11 @@ def inject_hyperparams(
                 schedules[name] = value
             else:
                 numeric[name] = value
-        # Build once with the raw values so bad hyperparameters fail here, not at the first step.
-        factory(**kwargs)
-        for name, schedule in schedules.items():
-            _check_schedule(name, schedule)
+        # Build once, each schedule replaced by its value at count 0, so bad hyperparameters
+        # fail here, not at the first step. A schedule reaches the optimizer as an array, as in
+        # `make` below: a value that can change, never a static zero pruned from the chain.
+        first = {name: _check_schedule(name, schedule) for name, schedule in schedules.items()}
+        factory(**static, **numeric, **first)
 
         def make(hyperparams: dict[str, Any], scheduled: dict[str, Any]) -> GradientTransformation:
             return factory(**static, **hyperparams, **scheduled)

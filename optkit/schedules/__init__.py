@@ -22,7 +22,7 @@ from optkit.schedules.cosine import (
     cosine_annealing_warm_restarts,
     warmup_cosine_decay,
 )
-from optkit.schedules.cyclic import cyclic_lr, one_cycle_lr
+from optkit.schedules.cyclic import cyclic_lr, cyclic_momentum, one_cycle_lr, one_cycle_momentum
 from optkit.schedules.decay import (
     constant_lr,
     exponential_lr,
@@ -41,12 +41,14 @@ __all__ = [
     "cosine_annealing_lr",
     "cosine_annealing_warm_restarts",
     "cyclic_lr",
+    "cyclic_momentum",
     "exponential_lr",
     "join_schedules",
     "lambda_lr",
     "linear_lr",
     "multistep_lr",
     "one_cycle_lr",
+    "one_cycle_momentum",
     "per_epoch",
     "polynomial_lr",
     "sequential_lr",

@@ -1,9 +1,11 @@
-"""Cyclical schedules of torch.optim.lr_scheduler: CyclicLR and OneCycleLR (learning rate only).
+"""Cyclical schedules of torch.optim.lr_scheduler: CyclicLR and OneCycleLR.
 
 Both torch classes also cycle the optimizer's momentum (or Adam's ``beta1``) inversely to the
-learning rate unless ``cycle_momentum=False``. A schedule here is a learning rate only: it equals
-torch's lr with either setting (momentum cycling never changes the lr), while the momentum stays
-whatever the optimizer was given, which is torch's behaviour with ``cycle_momentum=False``.
+learning rate unless ``cycle_momentum=False``. ``cyclic_lr`` and ``one_cycle_lr`` give the learning
+rate, which momentum cycling never changes; alone they are torch's ``cycle_momentum=False``.
+``cyclic_momentum`` and ``one_cycle_momentum`` give the momentum that torch's default
+``cycle_momentum=True`` writes into the optimizer before each step: pass both schedules through
+``optkit.inject_hyperparams`` (``momentum=`` for SGD and RMSprop, ``b1=`` for the Adam family).
 """
 
 from __future__ import annotations
@@ -58,6 +60,15 @@ def cyclic_lr(
     """
     _validation.non_negative("base_lr", base_lr)
     _validation.non_negative("max_lr", max_lr)
+    return _triangle_wave(base_lr, max_lr, step_size_up, step_size_down, mode, gamma)
+
+
+def _triangle_wave(
+    start: Scalar, peak: Scalar, step_size_up: int, step_size_down: int | None, mode: str, gamma
+) -> Schedule:
+    """CyclicLR's wave from ``start`` to ``peak`` and back: its lr goes from ``base_lr`` up to
+    ``max_lr``, its momentum from ``max_momentum`` down to ``base_momentum`` (torch's
+    ``max_momentum - (max_momentum - base_momentum) * ...`` is this with negated height)."""
     up = _validation.positive_int("step_size_up", step_size_up)
     down = (
         up if step_size_down is None else _validation.positive_int("step_size_down", step_size_down)
@@ -79,8 +90,8 @@ def cyclic_lr(
         height = jnp.where(
             position <= up, as_float(position) / up, as_float(period - position) / down
         )
-        low = as_float(base_lr)
-        return low + (as_float(max_lr) - low) * height * amplitude_scale(count, cycle)
+        low = as_float(start)
+        return low + (as_float(peak) - low) * height * amplitude_scale(count, cycle)
 
     return schedule
 
@@ -154,11 +165,35 @@ def one_cycle_lr(
                0.453125, 0.34375 , 0.234375, 0.125   , 0.125   ], dtype=float32)
     """
     _validation.non_negative("max_lr", max_lr)
+    _validation.positive("div_factor", div_factor)
+    _validation.positive("final_div_factor", final_div_factor)
+    initial = max_lr / div_factor
+    return _one_cycle(
+        total_steps,
+        pct_start,
+        anneal_strategy,
+        three_phase,
+        initial,
+        max_lr,
+        initial / final_div_factor,
+    )
+
+
+def _one_cycle(
+    total_steps: int,
+    pct_start: Scalar,
+    anneal_strategy: str,
+    three_phase: bool,
+    initial: Scalar,
+    peak: Scalar,
+    final: Scalar,
+) -> Schedule:
+    """OneCycleLR's phases through ``initial -> peak (-> initial) -> final``: its lr's
+    ``initial_lr -> max_lr -> min_lr``, its momentum's ``max_momentum -> base_momentum ->
+    max_momentum``."""
     total_steps = _validation.positive_int("total_steps", total_steps)
     _validation.scalar("pct_start", pct_start, low=0.0, high=1.0)
     anneal_strategy = _validation.one_of("anneal_strategy", anneal_strategy, ("cos", "linear"))
-    _validation.positive("div_factor", div_factor)
-    _validation.positive("final_div_factor", final_div_factor)
     three_phase = _validation.boolean("three_phase", three_phase)
     if float(pct_start * total_steps) - 1 == 0:
         raise ValueError(
@@ -166,10 +201,7 @@ def one_cycle_lr(
             f"total_steps={total_steps}): the warmup phase would have zero length, where torch's "
             "OneCycleLR divides by zero."
         )
-    initial = max_lr / div_factor
-    phases = _phases(
-        total_steps, pct_start, three_phase, initial, max_lr, initial / final_div_factor
-    )
+    phases = _phases(total_steps, pct_start, three_phase, initial, peak, final)
 
     def anneal(count: jax.Array, start: float, end: float, lr0: float, lr1: float) -> jax.Array:
         # Written from the phase's end (1 - t), so that a tiny final lr keeps its digits in
@@ -189,3 +221,144 @@ def one_cycle_lr(
         return value
 
     return schedule
+
+
+def cyclic_momentum(
+    step_size_up: int = 2000,
+    step_size_down: int | None = None,
+    mode: str = "triangular",
+    gamma: Scalar = 1.0,
+    base_momentum: Scalar = 0.8,
+    max_momentum: Scalar = 0.9,
+) -> Schedule:
+    r"""The momentum that ``torch.optim.lr_scheduler.CyclicLR`` cycles inversely to the learning
+    rate (its default ``cycle_momentum=True``): down from ``max_momentum`` while
+    :func:`cyclic_lr` rises, back up while it falls.
+
+    With the cycle height :math:`h_k` and amplitude scale :math:`s_k` of :func:`cyclic_lr` (same
+    ``step_size_up``, ``step_size_down``, ``mode`` and ``gamma``):
+
+    .. math::
+        \mu_k = \mu_{max} - (\mu_{max} - \mu_{base}) \, h_k \, s_k
+
+    so ``"triangular2"`` halves the momentum's swing every cycle and ``"exp_range"`` shrinks it
+    by :math:`\gamma^k`, as in torch. Pass it through ``optkit.inject_hyperparams`` as ``momentum=``
+    (SGD, RMSprop) or ``b1=`` (Adam family; torch's ``betas[0]``), next to :func:`cyclic_lr` with
+    the same cycle arguments. torch overwrites the optimizer's momentum when the scheduler is
+    built, so the momentum given to torch's optimizer plays no part (and with
+    ``inject_hyperparams`` the momentum buffer exists whatever the schedule's values). optax has
+    no cyclical schedules.
+
+    Same as torch's::
+
+        opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+        sched = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=0.01, max_lr=0.1, step_size_up=20)
+
+    is ``inject_hyperparams(optkit.sgd)(learning_rate=cyclic_lr(0.01, 0.1, step_size_up=20),
+    momentum=cyclic_momentum(step_size_up=20))``.
+
+    Args:
+        step_size_up: updates in the increasing half of the lr's cycle (the momentum's
+            decreasing half), a positive integer (default 2000).
+        step_size_down: updates in the other half; ``None`` (the default) means
+            ``step_size_up``.
+        mode: ``"triangular"`` (default), ``"triangular2"`` or ``"exp_range"``.
+        gamma: :math:`\gamma > 0`, used by ``"exp_range"`` only (default 1).
+        base_momentum: :math:`\mu_{base}` in ``[0, 1]``, the momentum at the lr's peak
+            (default 0.8).
+        max_momentum: :math:`\mu_{max}` in ``[0, 1]``, the momentum at the start of each cycle
+            (default 0.9).
+
+    Examples:
+        >>> import jax.numpy as jnp, optkit
+        >>> from optkit import schedules
+        >>> momentum = schedules.cyclic_momentum(step_size_up=2, base_momentum=0.5,
+        ...     max_momentum=0.9)
+        >>> momentum(jnp.arange(5))
+        Array([0.9, 0.7, 0.5, 0.7, 0.9], dtype=float32)
+        >>> tx = optkit.inject_hyperparams(optkit.sgd)(
+        ...     learning_rate=schedules.cyclic_lr(0.01, 0.1, step_size_up=2),
+        ...     momentum=momentum,
+        ... )
+
+    References:
+        Smith, `Cyclical Learning Rates for Training Neural Networks
+        <https://arxiv.org/abs/1506.01186>`_, 2017.
+    """
+    _validation.scalar("base_momentum", base_momentum, low=0.0, high=1.0)
+    _validation.scalar("max_momentum", max_momentum, low=0.0, high=1.0)
+    return _triangle_wave(max_momentum, base_momentum, step_size_up, step_size_down, mode, gamma)
+
+
+def one_cycle_momentum(
+    total_steps: int,
+    pct_start: Scalar = 0.3,
+    anneal_strategy: str = "cos",
+    base_momentum: Scalar = 0.85,
+    max_momentum: Scalar = 0.95,
+    three_phase: bool = False,
+) -> Schedule:
+    r"""The momentum that ``torch.optim.lr_scheduler.OneCycleLR`` cycles inversely to the learning
+    rate (its default ``cycle_momentum=True``): down from ``max_momentum`` to ``base_momentum``
+    while :func:`one_cycle_lr` warms up, back up while it anneals.
+
+    On the phases of :func:`one_cycle_lr` (same ``total_steps``, ``pct_start``,
+    ``anneal_strategy`` and ``three_phase``), annealed the same way (cosine or linear):
+
+    - two phases: :math:`\mu_{max} \to \mu_{base}` by step :math:`pN - 1`, then
+      :math:`\mu_{base} \to \mu_{max}` by :math:`N - 1`;
+    - three phases: :math:`\mu_{max} \to \mu_{base}`, back to :math:`\mu_{max}` by
+      :math:`2pN - 2`, then :math:`\mu_{max}` to the end.
+
+    As :func:`one_cycle_lr`, the value holds from step :math:`N - 1` on. Pass it through
+    ``optkit.inject_hyperparams`` as ``momentum=`` (SGD, RMSprop) or ``b1=`` (Adam family;
+    torch's ``betas[0]``). torch overwrites the optimizer's momentum with ``max_momentum`` when
+    the scheduler is built, so the momentum given to torch's optimizer plays no part (and with
+    ``inject_hyperparams`` the momentum buffer exists whatever the schedule's values). optax's
+    ``cosine_onecycle_schedule`` is a learning rate only.
+
+    Same as torch's::
+
+        opt = torch.optim.AdamW(params, lr=1e-3)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=1000)
+
+    is ``inject_hyperparams(optkit.adamw)(learning_rate=one_cycle_lr(1e-3, total_steps=1000),
+    b1=one_cycle_momentum(total_steps=1000))`` (the example below).
+
+    Args:
+        total_steps: :math:`N`, the number of updates in the cycle, a positive integer.
+        pct_start: :math:`p \in [0, 1]`, the fraction of the cycle spent warming up the lr
+            (default 0.3); ``p * N == 1`` is rejected, as in :func:`one_cycle_lr`.
+        anneal_strategy: ``"cos"`` (default) or ``"linear"``.
+        base_momentum: :math:`\mu_{base}` in ``[0, 1]``, the momentum at the lr's peak
+            (default 0.85).
+        max_momentum: :math:`\mu_{max}` in ``[0, 1]``, the momentum at the start (default 0.95).
+        three_phase: torch's three-phase variant (default ``False``).
+
+    Examples:
+        >>> import jax.numpy as jnp, optkit
+        >>> from optkit import schedules
+        >>> momentum = schedules.one_cycle_momentum(5, pct_start=0.6, anneal_strategy="linear",
+        ...     base_momentum=0.5, max_momentum=0.9)
+        >>> momentum(jnp.arange(5))
+        Array([0.9, 0.7, 0.5, 0.7, 0.9], dtype=float32)
+        >>> tx = optkit.inject_hyperparams(optkit.adamw)(
+        ...     learning_rate=schedules.one_cycle_lr(1e-3, total_steps=1000),
+        ...     b1=schedules.one_cycle_momentum(total_steps=1000),
+        ... )
+
+    References:
+        Smith, `A disciplined approach to neural network hyper-parameters: Part 1
+        <https://arxiv.org/abs/1803.09820>`_, 2018.
+    """
+    _validation.scalar("base_momentum", base_momentum, low=0.0, high=1.0)
+    _validation.scalar("max_momentum", max_momentum, low=0.0, high=1.0)
+    return _one_cycle(
+        total_steps,
+        pct_start,
+        anneal_strategy,
+        three_phase,
+        max_momentum,
+        base_momentum,
+        max_momentum,
+    )

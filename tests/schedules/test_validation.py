@@ -26,6 +26,8 @@ BASE = {
     ),
     "cyclic_lr": (schedules.cyclic_lr, {"base_lr": 0.01, "max_lr": 0.1}),
     "one_cycle_lr": (schedules.one_cycle_lr, {"max_lr": 0.1, "total_steps": 100}),
+    "cyclic_momentum": (schedules.cyclic_momentum, {}),
+    "one_cycle_momentum": (schedules.one_cycle_momentum, {"total_steps": 100}),
     "lambda_lr": (schedules.lambda_lr, {"learning_rate": 0.1, "lr_lambda": lambda k: 1.0}),
     "warmup_cosine_decay": (
         schedules.warmup_cosine_decay,
@@ -91,6 +93,21 @@ BAD = [
     ("one_cycle_lr", "div_factor", 0.0, ValueError, POSITIVE),
     ("one_cycle_lr", "final_div_factor", -1.0, ValueError, POSITIVE),
     ("one_cycle_lr", "three_phase", "yes", TypeError, "must be a bool"),
+    *(
+        (name, argument, bad, ValueError, r"must be in \[0.0, 1.0\]")
+        for name in ("cyclic_momentum", "one_cycle_momentum")
+        for argument in ("base_momentum", "max_momentum")
+        for bad in (-0.1, 1.5, math.nan)
+    ),
+    ("cyclic_momentum", "step_size_up", 0, ValueError, POSITIVE_INT),
+    ("cyclic_momentum", "step_size_down", 1.5, ValueError, POSITIVE_INT),
+    ("cyclic_momentum", "mode", "cosine", ValueError, "must be one of 'triangular', 'triangular2'"),
+    ("cyclic_momentum", "gamma", -1.0, ValueError, POSITIVE),
+    ("one_cycle_momentum", "total_steps", 0, ValueError, POSITIVE_INT),
+    ("one_cycle_momentum", "pct_start", 1.5, ValueError, r"must be in \[0.0, 1.0\]"),
+    ("one_cycle_momentum", "pct_start", 0.01, ValueError, "must not equal 1"),
+    ("one_cycle_momentum", "anneal_strategy", "exp", ValueError, "must be one of 'cos', 'linear'"),
+    ("one_cycle_momentum", "three_phase", 1, TypeError, "must be a bool"),
     ("lambda_lr", "lr_lambda", 0.5, TypeError, "must be callable"),
     ("swa_lr", "swa_lr", -0.01, ValueError, NEGATIVE),
     ("swa_lr", "swa_lr", math.nan, ValueError, NEGATIVE),
