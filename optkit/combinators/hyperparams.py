@@ -78,9 +78,10 @@ def inject_hyperparams(
     - numeric (Python numbers, NumPy and JAX scalars): stored in ``state.hyperparams``;
     - callables: schedules of the 0-based update count, evaluated each update, their outputs
       stored in ``state.scheduled``;
-    - bools, strings, ``None``, integer arguments that fix the optimizer's structure (a loop
-      count, a history length) and names listed in ``static_args``: passed through unchanged
-      (use ``static_args`` for a callable that is not a schedule, such as adamw's ``mask``).
+    - bools, strings, ``None``, arguments that fix the optimizer's structure (a loop count, a
+      history length, ``clip_by_global_norm``'s ``norm_type``) and names listed in
+      ``static_args``: passed through unchanged (use ``static_args`` for a callable that is not
+      a schedule, such as adamw's ``mask``). :func:`set_hyperparams` refuses structural names.
 
     A numeric hyperparameter is never pruned from the chain, even at zero: ``momentum=0.0``
     keeps a momentum buffer so that it can be raised later.
@@ -236,7 +237,8 @@ def set_hyperparams(state: OptState, *, group: int | None = None, **values: Any)
 
     Raises:
         ValueError: if a name is not an injected hyperparameter anywhere in the state, is
-            driven by a schedule, or a value is out of its range or not a scalar.
+            driven by a schedule, fixes the structure (``norm_type``, loop counts), or a value
+            is out of its range or not a scalar.
     """
     for name, value in values.items():
         if name in _validation.RANGES:
@@ -248,6 +250,11 @@ def set_hyperparams(state: OptState, *, group: int | None = None, **values: Any)
     settable = set().union(*(s.hyperparams for s in found)) if found else set()
     scheduled = set().union(*(s.scheduled for s in found)) if found else set()
     for name in values:
+        if _validation.is_structural(name):
+            raise ValueError(
+                f"{name} fixes the transform's structure, so inject_hyperparams keeps it static "
+                f"and it cannot be set: build the optimizer again with the new {name}."
+            )
         if name in scheduled:
             raise ValueError(f"{name} is driven by a schedule; it cannot be set.")
         if name not in settable:
