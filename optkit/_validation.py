@@ -46,8 +46,10 @@ def scalar(
     high: float | None = None,
     high_inclusive: bool = True,
     allow_schedule: bool = False,
+    low_inclusive: bool = True,
 ) -> Any:
-    """Check that ``value`` is a real scalar in ``[low, high]`` (or ``[low, high)``) and not NaN.
+    """Check that ``value`` is a real scalar in ``[low, high]`` (either end may be open) and not
+    NaN.
 
     Returns the value unchanged. With ``allow_schedule`` a callable passes (it is a schedule of the
     update count; its outputs are not known until it runs).
@@ -57,11 +59,14 @@ def scalar(
     number = concrete_scalar(name, value)
     if number is None:
         return value
+    lower = "[" if low_inclusive else "("
     upper = "]" if high_inclusive else ")"
-    allowed = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}{upper}"
+    allowed = (
+        f"{lower}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}{upper}"
+    )
     if math.isnan(number):
         raise ValueError(f"{name} must be in {allowed}, got NaN.")
-    too_low = low is not None and number < low
+    too_low = low is not None and (number < low if low_inclusive else number <= low)
     too_high = high is not None and (number > high if high_inclusive else number >= high)
     if too_low or too_high:
         raise ValueError(f"{name} must be in {allowed}, got {value!r}.")
@@ -75,18 +80,21 @@ def non_negative(name: str, value: Any, *, allow_schedule: bool = False) -> Any:
 
 class Range(NamedTuple):
     """The allowed values of a hyperparameter: ``[low, high]`` (``high`` excluded unless
-    ``high_inclusive``); ``None`` leaves that side open. ``schedule``: the transforms themselves
-    accept a callable (a schedule of their update count). Any other numeric hyperparameter takes
-    a schedule through ``inject_hyperparams``, which checks the schedule's value at count 0
-    against this table when it is built. ``integer``: a Python integer that fixes the
-    transform's structure (a loop count, a history length): static, never injected as an
-    array."""
+    ``high_inclusive``, ``low`` excluded unless ``low_inclusive``); ``None`` leaves that side
+    open. ``schedule``: the transforms themselves accept a callable (a schedule of their update
+    count). Any other numeric hyperparameter takes a schedule through ``inject_hyperparams``,
+    which checks the schedule's value at count 0 against this table when it is built.
+    ``integer``: a Python integer that fixes the transform's structure (a loop count, a history
+    length): static, never injected as an array. ``static``: a Python (or NumPy) real number that
+    fixes the formula (a norm's order, where infinity takes another branch): static as well."""
 
     low: float | None = 0.0
     high: float | None = None
     high_inclusive: bool = True
     schedule: bool = False
     integer: bool = False
+    low_inclusive: bool = True
+    static: bool = False
 
 
 _UNIT = Range(0.0, 1.0)
@@ -107,6 +115,9 @@ RANGES: dict[str, Range] = {
     "d": Range(low=1.0),  # Adafactor's update-clipping threshold
     "max_norm": Range(),
     "max_delta": Range(),
+    # Order of a p-norm (clip_by_global_norm, global_norm): any p > 0 or inf, as torch's
+    # clip_grad_norm_ (its 0 counts non-zero entries and negative orders shrink to 0: no norms).
+    "norm_type": Range(low=0.0, low_inclusive=False, static=True),
     # Momentum and moving averages.
     "momentum": Range(),
     "momentum_decay": Range(),
@@ -145,11 +156,16 @@ here, so a range is written once. A name means the same thing wherever it appear
 def hyperparameters(**values: Any) -> None:
     """Check each value against its entry in :data:`RANGES` (a name missing there is a bug)."""
     for name, value in values.items():
-        low, high, high_inclusive, schedule, integer = RANGES[name]
-        if integer:
-            integer_in(name, value, low=low, high=high)
+        allowed = RANGES[name]
+        if allowed.integer:
+            integer_in(name, value, low=allowed.low, high=allowed.high)
             continue
-        if callable(value) and not schedule:
+        if allowed.static and static_number(value) is None:
+            raise TypeError(
+                f"{name} fixes the transform's formula, so it must be a Python number, "
+                f"got {type(value).__name__} {value!r}."
+            )
+        if callable(value) and not allowed.schedule:
             raise TypeError(
                 f"{name} must be a number, got the callable {value!r}. To drive {name} by a "
                 "schedule of the update count, build the optimizer with "
@@ -157,13 +173,20 @@ def hyperparameters(**values: Any) -> None:
                 f"{name}=schedule)."
             )
         scalar(
-            name, value, low=low, high=high, high_inclusive=high_inclusive, allow_schedule=schedule
+            name,
+            value,
+            low=allowed.low,
+            high=allowed.high,
+            high_inclusive=allowed.high_inclusive,
+            low_inclusive=allowed.low_inclusive,
+            allow_schedule=allowed.schedule,
         )
 
 
 def is_structural(name: str) -> bool:
-    """Whether ``name`` is an integer hyperparameter that fixes a transform's structure."""
-    return name in RANGES and RANGES[name].integer
+    """Whether ``name`` is a static hyperparameter (an integer or a number marked ``static``)
+    that fixes a transform's structure or formula, so it is never injected as an array."""
+    return name in RANGES and (RANGES[name].integer or RANGES[name].static)
 
 
 def integer_in(name: str, value: Any, *, low: float | None, high: float | None) -> int:

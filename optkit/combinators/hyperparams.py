@@ -95,10 +95,10 @@ def inject_hyperparams(
       (``learning_rate``, ``momentum``, ``dampening``, ``b1``, ``b2``, ``eps``,
       ``weight_decay``, ...), evaluated before each update, their outputs stored in
       ``state.scheduled``;
-    - bools, strings, ``None``, tuples, integer arguments that fix the optimizer's structure (a
-      loop count, a history length) and names listed in ``static_args``: passed through
-      unchanged (use ``static_args`` for a callable that is not a schedule, such as adamw's
-      ``mask``).
+    - bools, strings, ``None``, tuples, arguments that fix the optimizer's structure (a loop
+      count, a history length, ``clip_by_global_norm``'s ``norm_type``) and names listed in
+      ``static_args``: passed through unchanged (use ``static_args`` for a callable that is not
+      a schedule, such as adamw's ``mask``). :func:`set_hyperparams` refuses structural names.
 
     A schedule is torch's ``optimizer.param_groups[0][name] = schedule(step)`` before each
     ``optimizer.step()``; ``momentum=`` (SGD, RMSprop) or ``b1=`` (Adam family) driven by
@@ -284,7 +284,8 @@ def set_hyperparams(state: OptState, *, group: int | None = None, **values: Any)
 
     Raises:
         ValueError: if a name is not an injected hyperparameter anywhere in the state, is
-            driven by a schedule, or a value is out of its range or not a scalar.
+            driven by a schedule, fixes the structure (``norm_type``, loop counts), or a value
+            is out of its range or not a scalar.
     """
     for name, value in values.items():
         if name in _validation.RANGES:
@@ -296,6 +297,11 @@ def set_hyperparams(state: OptState, *, group: int | None = None, **values: Any)
     settable = set().union(*(s.hyperparams for s in found)) if found else set()
     scheduled = set().union(*(s.scheduled for s in found)) if found else set()
     for name in values:
+        if _validation.is_structural(name):
+            raise ValueError(
+                f"{name} fixes the transform's structure, so inject_hyperparams keeps it static "
+                f"and it cannot be set: build the optimizer again with the new {name}."
+            )
         if name in scheduled:
             raise ValueError(f"{name} is driven by a schedule; it cannot be set.")
         if name not in settable:

@@ -23,14 +23,19 @@ from tests.support.registry import BY_NAME, NAMES, REGISTRY
 
 def _bad_and_good(name: str) -> tuple[list, list, str]:
     """Values outside and inside a hyperparameter's range, and the start of the message."""
-    low, high, high_inclusive, _, integer = _validation.RANGES[name]
-    if integer:
+    allowed = _validation.RANGES[name]
+    low, high, high_inclusive = allowed.low, allowed.high, allowed.high_inclusive
+    if allowed.integer:
         return _bad_and_good_integers(name, low, high)
     bad: list = [math.nan]
     good: list = []
     if low is not None:
-        bad += [low - 1e-3, np.float32(low - 0.5), jnp.asarray(low - 2.0)]
-        good.append(low)
+        bad += [low - 1e-3, np.float32(low - 0.5)]
+        bad += [] if allowed.static else [jnp.asarray(low - 2.0)]  # static: arrays are a TypeError
+        if allowed.low_inclusive:
+            good.append(low)
+        else:
+            bad.append(low)
     if high is not None:
         bad += [high + 0.5] + ([] if high_inclusive else [high])
         good.append(high if high_inclusive else high - 1e-6)
@@ -40,8 +45,9 @@ def _bad_and_good(name: str) -> tuple[list, list, str]:
         good.append(low + 0.5)
     shown_low = "-inf" if low is None else low
     shown_high = "inf" if high is None else high
+    lower = "[" if allowed.low_inclusive else "("
     upper = "]" if high_inclusive else ")"
-    return bad, good, re.escape(f"{name} must be in [{shown_low}, {shown_high}{upper}")
+    return bad, good, re.escape(f"{name} must be in {lower}{shown_low}, {shown_high}{upper}")
 
 
 def _bad_and_good_integers(name: str, low, high) -> tuple[list, list, str]:
