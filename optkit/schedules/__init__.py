@@ -15,6 +15,7 @@ depends on the monitored loss, not on the count, so it is a transform instead:
 ``optkit.reduce_lr_on_plateau``.
 """
 
+from optkit.schedules.chained import chained_scheduler
 from optkit.schedules.cosine import (
     cosine_annealing_lr,
     cosine_annealing_warm_restarts,
@@ -26,21 +27,26 @@ from optkit.schedules.decay import (
     exponential_lr,
     lambda_lr,
     linear_lr,
+    multiplicative_lr,
     multistep_lr,
     polynomial_lr,
     step_lr,
 )
+from optkit.schedules.huggingface import get_scheduler
 from optkit.schedules.sequence import join_schedules, sequential_lr
 
 __all__ = [
+    "chained_scheduler",
     "constant_lr",
     "cosine_annealing_lr",
     "cosine_annealing_warm_restarts",
     "cyclic_lr",
     "exponential_lr",
+    "get_scheduler",
     "join_schedules",
     "lambda_lr",
     "linear_lr",
+    "multiplicative_lr",
     "multistep_lr",
     "one_cycle_lr",
     "polynomial_lr",
