@@ -17,6 +17,7 @@ depends on the monitored loss, not on the count, so it is a transform instead:
 wrap the schedule in ``per_epoch``.
 """
 
+from optkit.schedules.chained import chained_scheduler
 from optkit.schedules.cosine import (
     cosine_annealing_lr,
     cosine_annealing_warm_restarts,
@@ -28,24 +29,29 @@ from optkit.schedules.decay import (
     exponential_lr,
     lambda_lr,
     linear_lr,
+    multiplicative_lr,
     multistep_lr,
     polynomial_lr,
     step_lr,
 )
 from optkit.schedules.epochs import per_epoch
+from optkit.schedules.huggingface import get_scheduler
 from optkit.schedules.sequence import join_schedules, sequential_lr
 from optkit.schedules.swa import swa_lr
 
 __all__ = [
+    "chained_scheduler",
     "constant_lr",
     "cosine_annealing_lr",
     "cosine_annealing_warm_restarts",
     "cyclic_lr",
     "cyclic_momentum",
     "exponential_lr",
+    "get_scheduler",
     "join_schedules",
     "lambda_lr",
     "linear_lr",
+    "multiplicative_lr",
     "multistep_lr",
     "one_cycle_lr",
     "one_cycle_momentum",

@@ -1,5 +1,5 @@
 """Decay schedules of torch.optim.lr_scheduler: step, multistep, constant, linear, exponential,
-polynomial and lambda.
+polynomial, lambda and multiplicative.
 
 Each factory returns a pure function of the 0-based update count :math:`k` whose value is the
 learning rate the :math:`k`-th update uses: torch's ``optimizer.param_groups[0]["lr"]`` after
@@ -12,14 +12,17 @@ Schedules evaluate elementwise, so ``schedule(jnp.arange(n))`` gives the first `
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from optkit import _validation
 from optkit._base import Scalar, Schedule
 from optkit.schedules._curves import as_count, as_float
+from optkit.schedules._factor import FactorSchedule
 
 
 def step_lr(learning_rate: Scalar, step_size: int, gamma: Scalar = 0.1) -> Schedule:
@@ -45,11 +48,11 @@ def step_lr(learning_rate: Scalar, step_size: int, gamma: Scalar = 0.1) -> Sched
     step_size = _validation.positive_int("step_size", step_size)
     _validation.positive("gamma", gamma)
 
-    def schedule(count: jax.Array) -> jax.Array:
+    def factor(count: jax.Array) -> jax.Array:
         decays = as_count(count) // step_size
-        return as_float(learning_rate) * as_float(gamma) ** as_float(decays)
+        return as_float(gamma) ** as_float(decays)
 
-    return schedule
+    return FactorSchedule(learning_rate, factor, "StepLR")
 
 
 def multistep_lr(learning_rate: Scalar, milestones: Iterable[int], gamma: Scalar = 0.1) -> Schedule:
@@ -78,11 +81,11 @@ def multistep_lr(learning_rate: Scalar, milestones: Iterable[int], gamma: Scalar
     milestones = _validation.boundaries("milestones", milestones)
     _validation.positive("gamma", gamma)
 
-    def schedule(count: jax.Array) -> jax.Array:
+    def factor(count: jax.Array) -> jax.Array:
         passed = jnp.searchsorted(jnp.asarray(milestones, dtype=jnp.int32), count, side="right")
-        return as_float(learning_rate) * as_float(gamma) ** as_float(passed)
+        return as_float(gamma) ** as_float(passed)
 
-    return schedule
+    return FactorSchedule(learning_rate, factor, "MultiStepLR")
 
 
 def constant_lr(learning_rate: Scalar, factor: Scalar = 1.0 / 3, total_iters: int = 5) -> Schedule:
@@ -107,11 +110,10 @@ def constant_lr(learning_rate: Scalar, factor: Scalar = 1.0 / 3, total_iters: in
     _validation.scalar("factor", factor, low=0.0, high=1.0)
     total_iters = _validation.positive_int("total_iters", total_iters)
 
-    def schedule(count: jax.Array) -> jax.Array:
-        scale = jnp.where(as_count(count) < total_iters, as_float(factor), as_float(1.0))
-        return as_float(learning_rate) * scale
+    def scale(count: jax.Array) -> jax.Array:
+        return jnp.where(as_count(count) < total_iters, as_float(factor), as_float(1.0))
 
-    return schedule
+    return FactorSchedule(learning_rate, scale, "ConstantLR")
 
 
 def linear_lr(
@@ -144,12 +146,12 @@ def linear_lr(
     _validation.scalar("end_factor", end_factor, low=0.0, high=1.0)
     total_iters = _validation.positive_int("total_iters", total_iters)
 
-    def schedule(count: jax.Array) -> jax.Array:
+    def factor(count: jax.Array) -> jax.Array:
         progress = as_float(jnp.minimum(as_count(count), total_iters)) / total_iters
         start, end = as_float(start_factor), as_float(end_factor)
-        return as_float(learning_rate) * (start + (end - start) * progress)
+        return start + (end - start) * progress
 
-    return schedule
+    return FactorSchedule(learning_rate, factor, "LinearLR")
 
 
 def exponential_lr(learning_rate: Scalar, gamma: Scalar) -> Schedule:
@@ -171,10 +173,10 @@ def exponential_lr(learning_rate: Scalar, gamma: Scalar) -> Schedule:
     _validation.non_negative("learning_rate", learning_rate)
     _validation.positive("gamma", gamma)
 
-    def schedule(count: jax.Array) -> jax.Array:
-        return as_float(learning_rate) * as_float(gamma) ** as_float(count)
+    def factor(count: jax.Array) -> jax.Array:
+        return as_float(gamma) ** as_float(count)
 
-    return schedule
+    return FactorSchedule(learning_rate, factor, "ExponentialLR")
 
 
 def polynomial_lr(learning_rate: Scalar, total_iters: int = 5, power: Scalar = 1.0) -> Schedule:
@@ -199,12 +201,12 @@ def polynomial_lr(learning_rate: Scalar, total_iters: int = 5, power: Scalar = 1
     total_iters = _validation.positive_int("total_iters", total_iters)
     _validation.non_negative("power", power)
 
-    def schedule(count: jax.Array) -> jax.Array:
+    def factor(count: jax.Array) -> jax.Array:
         # The remaining steps are counted in integers, so the base is exact until the division.
         remaining = total_iters - jnp.minimum(as_count(count), total_iters)
-        return as_float(learning_rate) * (as_float(remaining) / total_iters) ** as_float(power)
+        return (as_float(remaining) / total_iters) ** as_float(power)
 
-    return schedule
+    return FactorSchedule(learning_rate, factor, "PolynomialLR")
 
 
 def lambda_lr(
@@ -233,10 +235,75 @@ def lambda_lr(
     _validation.non_negative("learning_rate", learning_rate)
     lr_lambda = _validation.function("lr_lambda", lr_lambda)
 
-    def schedule(count: jax.Array) -> jax.Array:
+    def factor(count: jax.Array) -> jax.Array:
         # The default int dtype (int64 under x64), so ``k / 10`` in the lambda gives the default
         # float dtype: an int32 count would make it float32 even under ``jax_enable_x64``.
-        count = jnp.asarray(count, dtype=jnp.result_type(int))
-        return as_float(learning_rate) * as_float(lr_lambda(count))
+        return as_float(lr_lambda(jnp.asarray(count, dtype=jnp.result_type(int))))
 
-    return schedule
+    # torch's LambdaLR sets the lr from the initial lr instead of scaling the current one.
+    return FactorSchedule(learning_rate, factor, "LambdaLR", sets_lr=True)
+
+
+def multiplicative_lr(
+    learning_rate: Scalar, lr_lambda: Callable[[int], float], total_steps: int
+) -> Schedule:
+    r"""Multiply the learning rate by ``lr_lambda(k)`` at every update ``k`` up to ``total_steps``.
+    Same values as ``torch.optim.lr_scheduler.MultiplicativeLR`` over ``total_steps`` updates.
+
+    .. math::
+        \eta_k = \eta_0 \prod_{j=1}^{\min(k, N)} \lambda(j)
+
+    torch calls ``lr_lambda`` with the epoch at each ``scheduler.step()`` and multiplies the
+    current lr by its value. Here ``lr_lambda`` is evaluated once for each epoch
+    :math:`1, \dots, N` when the schedule is built, so it may be any Python function of an
+    ``int`` (``if`` statements included, unlike :func:`lambda_lr`'s traced one); the products
+    are tabulated in float64 and looked up at the count under ``jit``.
+
+    Past :math:`N` = ``total_steps`` the value holds at :math:`\eta_N` (torch would go on
+    multiplying by ``lr_lambda(N + 1), ...``): give ``total_steps`` at least the number of
+    updates of the run (the table holds ``total_steps + 1`` factors). optax has no counterpart.
+
+    Args:
+        learning_rate: the initial learning rate :math:`\eta_0 \ge 0`.
+        lr_lambda: :math:`\lambda`, a Python function of the integer epoch returning a finite
+            real number (the factor of that step).
+        total_steps: :math:`N`, the number of updates tabulated, a positive integer.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from optkit import schedules
+        >>> halve_every_2 = lambda epoch: 0.5 if epoch % 2 == 0 else 1.0
+        >>> schedule = schedules.multiplicative_lr(1.0, halve_every_2, total_steps=4)
+        >>> schedule(jnp.arange(7))
+        Array([1.  , 1.  , 0.5 , 0.5 , 0.25, 0.25, 0.25], dtype=float32)
+    """
+    _validation.non_negative("learning_rate", learning_rate)
+    lr_lambda = _validation.function("lr_lambda", lr_lambda)
+    total_steps = _validation.positive_int("total_steps", total_steps)
+    ratios = np.ones(total_steps + 2)  # step 0 (construction) and past total_steps: 1
+    for epoch in range(1, total_steps + 1):
+        ratios[epoch] = _factor_value(lr_lambda, epoch)
+    # Multiplied in torch's order, step after step, in float64.
+    factors = np.cumprod(ratios[: total_steps + 1])
+
+    def lookup(table: np.ndarray, count: jax.Array) -> jax.Array:
+        return as_float(table)[jnp.clip(as_count(count), 0, len(table) - 1)]
+
+    return FactorSchedule(
+        learning_rate,
+        functools.partial(lookup, factors),
+        "MultiplicativeLR",
+        ratio=functools.partial(lookup, ratios),
+    )
+
+
+def _factor_value(lr_lambda: Callable[[int], float], epoch: int) -> float:
+    """``lr_lambda(epoch)`` as a Python float, or an error naming the epoch."""
+    value = lr_lambda(epoch)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not np.isfinite(number):
+        raise ValueError(f"lr_lambda({epoch}) must return a finite real number, got {value!r}.")
+    return number

@@ -22,6 +22,7 @@ from typing import Any
 
 from optkit import schedules
 from optkit._base import Schedule
+from tests.schedules import chained_cases
 
 STEPS = 300
 Kwargs = Mapping[str, Any]
@@ -423,3 +424,7 @@ PLATEAU_CASES: tuple[PlateauCase, ...] = (
         (-1.0, -0.95, -0.9, -0.7, -0.7, -0.7, -0.7, -0.7, -0.7, -0.7),
     ),
 )
+
+
+# The MultiplicativeLR and ChainedScheduler rows, appended to the table above.
+SCHEDULE_CASES = (*SCHEDULE_CASES, *chained_cases.rows())

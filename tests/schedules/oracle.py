@@ -17,10 +17,13 @@ from tests.support.torch_oracle import require_torch
 
 
 def build_scheduler(optimizer: Any, spec: TorchScheduler) -> Any:
-    """Instantiate ``spec`` on ``optimizer``; SequentialLR's children are built first."""
+    """Build ``spec`` on ``optimizer``, the children of SequentialLR and ChainedScheduler first."""
     import torch
 
     kwargs = dict(spec.kwargs)
+    if spec.name == "ChainedScheduler":
+        children = [build_scheduler(optimizer, child) for child in kwargs["schedulers"]]
+        return torch.optim.lr_scheduler.ChainedScheduler(children, optimizer=optimizer)
     if spec.name == "SequentialLR":
         kwargs["schedulers"] = [build_scheduler(optimizer, child) for child in kwargs["schedulers"]]
     module = torch.optim.swa_utils if spec.name == "SWALR" else torch.optim.lr_scheduler

@@ -130,6 +130,21 @@ BAD = [
 ]
 
 
+BASE["multiplicative_lr"] = (
+    schedules.multiplicative_lr,
+    {"learning_rate": 0.1, "lr_lambda": lambda epoch: 0.9, "total_steps": 10},
+)
+BAD += [
+    ("multiplicative_lr", "learning_rate", -0.1, ValueError, NEGATIVE),
+    ("multiplicative_lr", "lr_lambda", 0.9, TypeError, "must be callable"),
+    ("multiplicative_lr", "lr_lambda", lambda epoch: math.nan, ValueError, r"\(1\) must return"),
+    ("multiplicative_lr", "lr_lambda", lambda e: 1.0 if e < 5 else "x", ValueError, r"\(5\) must"),
+    ("multiplicative_lr", "lr_lambda", lambda epoch: jnp.ones(2), ValueError, "finite real number"),
+    ("multiplicative_lr", "total_steps", 0, ValueError, POSITIVE_INT),
+    ("multiplicative_lr", "total_steps", 10.0, ValueError, POSITIVE_INT),
+]
+
+
 @pytest.mark.parametrize(
     ("schedule", "argument", "bad", "error", "message"),
     BAD,
