@@ -35,6 +35,7 @@ from optkit.combinators.masking import (
     partition,
 )
 from optkit.combinators.param_groups import ParamGroupsState, Selector, param_groups
+from optkit.interop.torch_state_dict import from_torch_state_dict, to_torch_state_dict
 from optkit.optimizers.adadelta import ScaleByAdadeltaState, adadelta, scale_by_adadelta
 from optkit.optimizers.adafactor import (
     ScaleByAdafactorState,
@@ -113,6 +114,7 @@ __all__ = [
     "clip",
     "clip_by_global_norm",
     "flatten",
+    "from_torch_state_dict",
     "get_hyperparams",
     "global_norm",
     "identity",
@@ -149,5 +151,6 @@ __all__ = [
     "sgd",
     "sparse_adam",
     "stateless",
+    "to_torch_state_dict",
     "trace",
 ]

@@ -17,7 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from optkit import _numerics, _tree, _validation
-from optkit._base import GradientTransformation, OptState, Params, Updates
+from optkit._base import (
+    DescribedTransformation,
+    GradientTransformation,
+    OptState,
+    Params,
+    Updates,
+    description_of,
+)
 from optkit.combinators.param_groups import ParamGroupsState
 
 
@@ -108,8 +115,9 @@ def inject_hyperparams(
                 schedules[name] = value
             else:
                 numeric[name] = value
-        # Build once with the raw values so bad hyperparameters fail here, not at the first step.
-        factory(**kwargs)
+        # Build once with the raw values so bad hyperparameters fail here, not at the first step;
+        # the result also says which torch optimizer this is (the state holds the live values).
+        built = factory(**kwargs)
         for name, schedule in schedules.items():
             _check_schedule(name, schedule)
 
@@ -149,7 +157,7 @@ def inject_hyperparams(
                 inner_state=inner_state,
             )
 
-        return GradientTransformation(init, update)
+        return DescribedTransformation(init, update, description_of(built))
 
     return build
 
