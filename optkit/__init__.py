@@ -45,6 +45,7 @@ from optkit.combinators.masking import (
     partition,
 )
 from optkit.combinators.param_groups import ParamGroupsState, Selector, param_groups
+from optkit.interop.torch_state_dict import from_torch_state_dict, to_torch_state_dict
 from optkit.optimizers.adadelta import ScaleByAdadeltaState, adadelta, scale_by_adadelta
 from optkit.optimizers.adafactor import (
     ScaleByAdafactorState,
@@ -132,6 +133,7 @@ __all__ = [
     "clip",
     "clip_by_global_norm",
     "flatten",
+    "from_torch_state_dict",
     "get_averaged_params",
     "get_hyperparams",
     "global_norm",
@@ -171,6 +173,7 @@ __all__ = [
     "sparse_adam",
     "stateless",
     "step_plateau",
+    "to_torch_state_dict",
     "trace",
     "weight_averaging",
 ]

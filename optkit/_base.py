@@ -6,8 +6,9 @@ the other's ``chain`` and drop into Flax's ``TrainState`` and ``nnx.Optimizer``.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 import jax
@@ -51,6 +52,72 @@ class GradientTransformation(NamedTuple):
 
     init: TransformInitFn
     update: TransformUpdateFn
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerDescription:
+    """Which ``torch.optim`` class an optimizer reproduces, and what it was built with.
+
+    Attributes:
+        torch_class: The class name in ``torch.optim`` (``"AdamW"``).
+        arguments: Every argument of the optkit factory by its optkit name, defaults included,
+            as given (numbers, arrays, schedules, flags), in a read-only mapping.
+    """
+
+    torch_class: str
+    arguments: Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamGroupsDescription:
+    """An :func:`optkit.param_groups` optimizer: each group's description (``None`` for a group
+    whose optimizer has none), and ``group_of(tree)``, the group index of every leaf of a tree
+    (in :func:`optkit._tree.leaves_with_paths` order)."""
+
+    groups: tuple[OptimizerDescription | None, ...]
+    group_of: Callable[[Any], list[int]]
+
+
+Description = OptimizerDescription | ParamGroupsDescription
+
+
+class DescribedTransformation(GradientTransformation):
+    """A :class:`GradientTransformation` that also describes itself (read-only ``description``).
+
+    optkit's torch-named optimizers, :func:`optkit.inject_hyperparams` and
+    :func:`optkit.param_groups` return one, so that code such as
+    :func:`optkit.to_torch_state_dict` can read the torch class and hyperparameters an optimizer
+    stands for. It is still the NamedTuple ``(init, update)``: it unpacks, compares and hashes as
+    one, and optax, Flax and ``jax.jit`` see no difference. ``_replace`` returns an undescribed
+    transformation (``description`` is ``None``): the new functions may no longer match it.
+
+    Examples:
+        >>> import optkit
+        >>> tx = optkit.adamw(learning_rate=1e-3)
+        >>> tx.description.torch_class, tx.description.arguments["weight_decay"]
+        ('AdamW', 0.01)
+        >>> init, update = tx  # still the (init, update) pair
+    """
+
+    def __new__(
+        cls,
+        init: TransformInitFn,
+        update: TransformUpdateFn,
+        description: Description | None = None,
+    ) -> DescribedTransformation:
+        transform = super().__new__(cls, init, update)
+        transform.__dict__["_description"] = description
+        return transform
+
+    @property
+    def description(self) -> Description | None:
+        """What this transformation stands for, or ``None``."""
+        return self.__dict__.get("_description")
+
+
+def description_of(transform: Any) -> Description | None:
+    """The description a transformation carries, or ``None`` (optax's, chains, other wrappers)."""
+    return transform.description if isinstance(transform, DescribedTransformation) else None
 
 
 class EmptyState(NamedTuple):

@@ -8,7 +8,9 @@ for every value.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
+import types
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -17,7 +19,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from optkit import _numerics, _tree, _validation
-from optkit._base import GradientTransformation, OptState, Params, Updates
+from optkit._base import (
+    DescribedTransformation,
+    GradientTransformation,
+    OptimizerDescription,
+    OptState,
+    Params,
+    Updates,
+    description_of,
+)
 from optkit.combinators.param_groups import ParamGroupsState
 
 
@@ -159,7 +169,15 @@ def inject_hyperparams(
         # fail here, not at the first step. A schedule reaches the optimizer as an array, as in
         # `make` below: a value that can change, never a static zero pruned from the chain.
         first = {name: _check_schedule(name, schedule) for name, schedule in schedules.items()}
-        factory(**static, **numeric, **first)
+        built = factory(**static, **numeric, **first)
+        # The result also says which torch optimizer this is (the state holds the live values);
+        # its description names the schedules themselves, which an export evaluates.
+        description = description_of(built)
+        if isinstance(description, OptimizerDescription) and schedules:
+            arguments = {**description.arguments, **schedules}
+            description = dataclasses.replace(
+                description, arguments=types.MappingProxyType(arguments)
+            )
 
         def make(hyperparams: dict[str, Any], scheduled: dict[str, Any]) -> GradientTransformation:
             return factory(**static, **hyperparams, **scheduled)
@@ -197,7 +215,7 @@ def inject_hyperparams(
                 inner_state=inner_state,
             )
 
-        return GradientTransformation(init, update)
+        return DescribedTransformation(init, update, description)
 
     return build
 

@@ -9,7 +9,14 @@ from typing import Any, NamedTuple
 import jax
 
 from optkit import _tree
-from optkit._base import GradientTransformation, Params, Updates
+from optkit._base import (
+    DescribedTransformation,
+    GradientTransformation,
+    ParamGroupsDescription,
+    Params,
+    Updates,
+    description_of,
+)
 from optkit.combinators.masking import MaskedState, masked
 
 Selector = str | Sequence[str] | Callable[[str, Any], bool] | Any
@@ -189,4 +196,7 @@ def param_groups(
             new_states.append(group_state)
         return updates, ParamGroupsState(groups=tuple(new_states))
 
-    return GradientTransformation(init, update)
+    description = ParamGroupsDescription(
+        groups=tuple(description_of(tx) for tx in transforms), group_of=assign
+    )
+    return DescribedTransformation(init, update, description)

@@ -1,9 +1,19 @@
-"""What every optimizer module shares: building a chain from the transforms its flags select."""
+"""What every optimizer module shares: building a chain from the transforms its flags select, and
+describing the result as the torch.optim class it reproduces."""
 
 from __future__ import annotations
 
+import types
+from typing import Any
+
 from optkit import _validation
-from optkit._base import GradientTransformation, Scalar, chain
+from optkit._base import (
+    DescribedTransformation,
+    GradientTransformation,
+    OptimizerDescription,
+    Scalar,
+    chain,
+)
 from optkit.transforms.scaling import negate
 from optkit.transforms.weight_decay import add_l2_decay
 
@@ -21,3 +31,13 @@ def maybe_negate(maximize: bool) -> GradientTransformation | None:
 def maybe_l2_decay(weight_decay: Scalar) -> GradientTransformation | None:
     """torch's coupled ``weight_decay``, left out of the chain when it is a Python zero."""
     return None if _validation.is_static_zero(weight_decay) else add_l2_decay(weight_decay)
+
+
+def described(
+    transform: GradientTransformation, torch_class: str, **arguments: Any
+) -> GradientTransformation:
+    """``transform``, carrying the ``torch.optim`` class it reproduces and every argument of the
+    factory that built it (by optkit name), for :func:`optkit.to_torch_state_dict` and
+    :func:`optkit.from_torch_state_dict` to read."""
+    description = OptimizerDescription(torch_class, types.MappingProxyType(dict(arguments)))
+    return DescribedTransformation(transform.init, transform.update, description)

@@ -7,17 +7,18 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optkit import _tree, _validation
+from optkit import _numerics, _tree, _validation
 from optkit._base import GradientTransformation, Params, Scalar, ScalarOrSchedule, Updates
 from optkit._kernel import leaf_kernel
-from optkit.optimizers._compose import chain_present, maybe_l2_decay, maybe_negate
+from optkit.optimizers._compose import chain_present, described, maybe_l2_decay, maybe_negate
 from optkit.transforms.scaling import scale_by_learning_rate
 
 
 class ScaleByAdadeltaState(NamedTuple):
-    """Running average of squared gradients ``square_avg`` and of squared steps ``acc_delta``
-    (torch's state names)."""
+    """Update count (torch's ``step``), running average of squared gradients ``square_avg`` and
+    of squared steps ``acc_delta`` (torch's state names)."""
 
+    count: jax.Array
     square_avg: Updates
     acc_delta: Updates
 
@@ -68,7 +69,9 @@ def scale_by_adadelta(rho: Scalar = 0.9, eps: Scalar = 1e-6) -> GradientTransfor
 
     def init(params: Params) -> ScaleByAdadeltaState:
         return ScaleByAdadeltaState(
-            square_avg=_tree.zeros_like(params), acc_delta=_tree.zeros_like(params)
+            count=_numerics.zero_count(params),
+            square_avg=_tree.zeros_like(params),
+            acc_delta=_tree.zeros_like(params),
         )
 
     def update(
@@ -84,7 +87,11 @@ def scale_by_adadelta(rho: Scalar = 0.9, eps: Scalar = 1e-6) -> GradientTransfor
         new = _adadelta(
             state.square_avg, state.acc_delta, updates, rho=rho, one_minus_rho=1.0 - rho, eps=eps
         )
-        return new.update, ScaleByAdadeltaState(square_avg=new.square_avg, acc_delta=new.acc_delta)
+        return new.update, ScaleByAdadeltaState(
+            count=_numerics.increment(state.count),
+            square_avg=new.square_avg,
+            acc_delta=new.acc_delta,
+        )
 
     return GradientTransformation(init, update)
 
@@ -136,9 +143,18 @@ def adadelta(
         <https://arxiv.org/abs/1212.5701>`_, 2012.
     """
     _validation.hyperparameters(learning_rate=learning_rate, weight_decay=weight_decay)
-    return chain_present(
+    transform = chain_present(
         maybe_negate(maximize),
         maybe_l2_decay(weight_decay),
         scale_by_adadelta(rho=rho, eps=eps),
         scale_by_learning_rate(learning_rate),
+    )
+    return described(
+        transform,
+        "Adadelta",
+        learning_rate=learning_rate,
+        rho=rho,
+        eps=eps,
+        weight_decay=weight_decay,
+        maximize=maximize,
     )

@@ -20,7 +20,7 @@ from optkit._base import (
     require_params,
 )
 from optkit._kernel import leaf_kernel
-from optkit.optimizers._compose import chain_present, maybe_negate
+from optkit.optimizers._compose import chain_present, described, maybe_negate
 from optkit.transforms.scaling import ScaleByScheduleState, scale_by_learning_rate
 from optkit.transforms.weight_decay import maybe_decayed_weights
 
@@ -365,10 +365,20 @@ def adafactor(
     """
     eps1, eps2 = _split_eps(eps)
     _validation.hyperparameters(learning_rate=learning_rate, weight_decay=weight_decay)
-    return chain_present(
+    transform = chain_present(
         maybe_negate(maximize),
         scale_by_adafactor(beta2_decay=beta2_decay, eps1=eps1, d=d),
         scale_by_relative_step_size(learning_rate, eps2=eps2),
         maybe_decayed_weights(weight_decay, mask=None),
         scale_by_learning_rate(learning_rate),
+    )
+    return described(
+        transform,
+        "Adafactor",
+        learning_rate=learning_rate,
+        beta2_decay=beta2_decay,
+        eps=eps,
+        d=d,
+        weight_decay=weight_decay,
+        maximize=maximize,
     )

@@ -7,16 +7,18 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optkit import _tree, _validation
+from optkit import _numerics, _tree, _validation
 from optkit._base import GradientTransformation, Params, Scalar, ScalarOrSchedule, Updates
 from optkit._kernel import leaf_kernel
-from optkit.optimizers._compose import chain_present, maybe_l2_decay, maybe_negate
+from optkit.optimizers._compose import chain_present, described, maybe_l2_decay, maybe_negate
 from optkit.transforms.scaling import scale_by_learning_rate
 
 
 class ScaleByRssState(NamedTuple):
-    """Running sum of squared gradients (Adagrad's accumulator)."""
+    """Update count (torch's ``step``) and the running sum of squared gradients (Adagrad's
+    accumulator, torch's ``sum``)."""
 
+    count: jax.Array
     sum_of_squares: Updates
 
 
@@ -57,7 +59,10 @@ def scale_by_rss(
     _validation.hyperparameters(initial_accumulator_value=initial_accumulator_value, eps=eps)
 
     def init(params: Params) -> ScaleByRssState:
-        return ScaleByRssState(sum_of_squares=_tree.full_like(params, initial_accumulator_value))
+        return ScaleByRssState(
+            count=_numerics.zero_count(params),
+            sum_of_squares=_tree.full_like(params, initial_accumulator_value),
+        )
 
     def update(
         updates: Updates, state: ScaleByRssState, params: Params | None = None, **extra_args: Any
@@ -67,7 +72,9 @@ def scale_by_rss(
             state.sum_of_squares, updates, "scale_by_rss", "optimizer state", "updates"
         )
         new = _rss(state.sum_of_squares, updates, eps=eps)
-        return new.update, ScaleByRssState(sum_of_squares=new.sum_of_squares)
+        return new.update, ScaleByRssState(
+            count=_numerics.increment(state.count), sum_of_squares=new.sum_of_squares
+        )
 
     return GradientTransformation(init, update)
 
@@ -130,9 +137,19 @@ def adagrad(
     _validation.hyperparameters(
         learning_rate=learning_rate, lr_decay=lr_decay, weight_decay=weight_decay
     )
-    return chain_present(
+    transform = chain_present(
         maybe_negate(maximize),
         maybe_l2_decay(weight_decay),
         scale_by_rss(initial_accumulator_value=initial_accumulator_value, eps=eps),
         scale_by_learning_rate(_decayed_learning_rate(learning_rate, lr_decay)),
+    )
+    return described(
+        transform,
+        "Adagrad",
+        learning_rate=learning_rate,
+        lr_decay=lr_decay,
+        weight_decay=weight_decay,
+        initial_accumulator_value=initial_accumulator_value,
+        eps=eps,
+        maximize=maximize,
     )

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from optkit import _numerics, _tree, _validation
 from optkit._base import GradientTransformation, Params, Scalar, ScalarOrSchedule, Updates
 from optkit._kernel import leaf_kernel
-from optkit.optimizers._compose import chain_present, maybe_l2_decay, maybe_negate
+from optkit.optimizers._compose import chain_present, described, maybe_l2_decay, maybe_negate
 from optkit.transforms.scaling import scale_by_learning_rate
 from optkit.transforms.weight_decay import Mask, maybe_decayed_weights
 
@@ -250,11 +250,22 @@ def adam(
         Beyond <https://openreview.net/forum?id=ryQu7f-RZ>`_, 2018 (amsgrad).
     """
     _validation.hyperparameters(learning_rate=learning_rate, weight_decay=weight_decay)
-    return chain_present(
+    transform = chain_present(
         maybe_negate(maximize),
         maybe_l2_decay(weight_decay),
         scale_by_adam(b1=b1, b2=b2, eps=eps, amsgrad=amsgrad),
         scale_by_learning_rate(learning_rate),
+    )
+    return described(
+        transform,
+        "Adam",
+        learning_rate=learning_rate,
+        b1=b1,
+        b2=b2,
+        eps=eps,
+        weight_decay=weight_decay,
+        amsgrad=amsgrad,
+        maximize=maximize,
     )
 
 
@@ -305,9 +316,21 @@ def adamw(
         <https://arxiv.org/abs/1711.05101>`_, 2019.
     """
     _validation.hyperparameters(learning_rate=learning_rate, weight_decay=weight_decay)
-    return chain_present(
+    transform = chain_present(
         maybe_negate(maximize),
         scale_by_adam(b1=b1, b2=b2, eps=eps, amsgrad=amsgrad),
         maybe_decayed_weights(weight_decay, mask),
         scale_by_learning_rate(learning_rate),
+    )
+    return described(
+        transform,
+        "AdamW",
+        learning_rate=learning_rate,
+        b1=b1,
+        b2=b2,
+        eps=eps,
+        weight_decay=weight_decay,
+        amsgrad=amsgrad,
+        maximize=maximize,
+        mask=mask,
     )

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from optkit import _numerics, _tree, _validation
 from optkit._base import GradientTransformation, Params, Scalar, ScalarOrSchedule, Updates
 from optkit._kernel import leaf_kernel
-from optkit.optimizers._compose import chain_present, maybe_l2_decay, maybe_negate
+from optkit.optimizers._compose import chain_present, described, maybe_l2_decay, maybe_negate
 from optkit.transforms.scaling import scale_by_learning_rate
 
 
@@ -143,9 +143,19 @@ def adamax(
         <https://arxiv.org/abs/1412.6980>`_, 2014 (section 7.1, AdaMax).
     """
     _validation.hyperparameters(learning_rate=learning_rate, weight_decay=weight_decay)
-    return chain_present(
+    transform = chain_present(
         maybe_negate(maximize),
         maybe_l2_decay(weight_decay),
         scale_by_adamax(b1=b1, b2=b2, eps=eps),
         scale_by_learning_rate(learning_rate),
+    )
+    return described(
+        transform,
+        "Adamax",
+        learning_rate=learning_rate,
+        b1=b1,
+        b2=b2,
+        eps=eps,
+        weight_decay=weight_decay,
+        maximize=maximize,
     )

@@ -19,7 +19,7 @@ from optkit._base import (
     require_params,
 )
 from optkit._kernel import leaf_kernel
-from optkit.optimizers._compose import chain_present, maybe_l2_decay, maybe_negate
+from optkit.optimizers._compose import chain_present, described, maybe_l2_decay, maybe_negate
 
 # torch keeps eta and mu as tensors of ``_get_scalar_dtype()``: float32 under torch's default
 # dtype, whatever the params' dtype. Their float32 rounding enters every step.
@@ -197,10 +197,20 @@ def asgd(
         <https://leon.bottou.org/publications/pdf/tricks-2012.pdf>`_, 2012 (the step size).
     """
     _validation.hyperparameters(learning_rate=learning_rate, weight_decay=weight_decay)
-    return chain_present(
+    transform = chain_present(
         maybe_negate(maximize),
         maybe_l2_decay(weight_decay),
         scale_by_asgd(learning_rate=learning_rate, lambd=lambd, alpha=alpha, t0=t0),
+    )
+    return described(
+        transform,
+        "ASGD",
+        learning_rate=learning_rate,
+        lambd=lambd,
+        alpha=alpha,
+        t0=t0,
+        weight_decay=weight_decay,
+        maximize=maximize,
     )
 
 

@@ -18,6 +18,7 @@ from optkit._base import (
     require_params,
 )
 from optkit.combinators.masking import MaskedNode
+from optkit.optimizers._compose import described
 from optkit.optimizers._line_search import Evaluation, strong_wolfe
 from optkit.optimizers._vector import difference, dot, dtype_of, max_abs, step_along, sum_abs
 from optkit.transforms.scaling import scale_tree
@@ -505,12 +506,13 @@ def lbfgs(
         <https://doi.org/10.1007/BF01589116>`_, 1989; Nocedal and Wright, *Numerical
         Optimization*, 2nd ed., 2006 (algorithms 7.4, 3.5 and 3.6).
     """
-    return scale_by_lbfgs(
-        learning_rate=learning_rate,
-        max_iter=max_iter,
-        max_eval=max_eval,
-        tolerance_grad=tolerance_grad,
-        tolerance_change=tolerance_change,
-        history_size=history_size,
-        line_search_fn=line_search_fn,
-    )
+    arguments = {
+        "learning_rate": learning_rate,
+        "max_iter": max_iter,
+        "max_eval": max_eval,
+        "tolerance_grad": tolerance_grad,
+        "tolerance_change": tolerance_change,
+        "history_size": history_size,
+        "line_search_fn": line_search_fn,
+    }
+    return described(scale_by_lbfgs(**arguments), "LBFGS", **arguments)

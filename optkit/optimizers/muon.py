@@ -13,7 +13,7 @@ import numpy as np
 from optkit import _numerics, _tree, _validation
 from optkit._base import GradientTransformation, Params, Scalar, ScalarOrSchedule, Updates
 from optkit._kernel import leaf_kernel
-from optkit.optimizers._compose import chain_present
+from optkit.optimizers._compose import chain_present, described
 from optkit.optimizers._newton_schulz import newton_schulz
 from optkit.transforms.scaling import scale_by_learning_rate
 from optkit.transforms.weight_decay import maybe_decayed_weights
@@ -256,7 +256,7 @@ def muon(
         LLM Training <https://arxiv.org/abs/2502.16982>`_, 2025 (``"match_rms_adamw"``).
     """
     _validation.hyperparameters(learning_rate=learning_rate, weight_decay=weight_decay)
-    return chain_present(
+    transform = chain_present(
         scale_by_muon(
             momentum=momentum,
             nesterov=nesterov,
@@ -267,4 +267,16 @@ def muon(
         ),
         maybe_decayed_weights(weight_decay, None),
         scale_by_learning_rate(learning_rate),
+    )
+    return described(
+        transform,
+        "Muon",
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        momentum=momentum,
+        nesterov=nesterov,
+        ns_coefficients=ns_coefficients,
+        eps=eps,
+        ns_steps=ns_steps,
+        adjust_lr_fn=adjust_lr_fn,
     )

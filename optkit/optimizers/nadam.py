@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from optkit import _numerics, _tree, _validation
 from optkit._base import GradientTransformation, Params, Scalar, ScalarOrSchedule, Updates
 from optkit._kernel import leaf_kernel
-from optkit.optimizers._compose import chain_present, maybe_l2_decay, maybe_negate
+from optkit.optimizers._compose import chain_present, described, maybe_l2_decay, maybe_negate
 from optkit.optimizers.adam import AdamLeaf, moments
 from optkit.transforms.scaling import scale_by_learning_rate
 from optkit.transforms.weight_decay import maybe_decayed_weights
@@ -196,10 +196,22 @@ def nadam(
     """
     _validation.hyperparameters(learning_rate=learning_rate, weight_decay=weight_decay)
     decoupled = _validation.boolean("decoupled_weight_decay", decoupled_weight_decay)
-    return chain_present(
+    transform = chain_present(
         maybe_negate(maximize),
         None if decoupled else maybe_l2_decay(weight_decay),
         scale_by_nadam(b1=b1, b2=b2, eps=eps, momentum_decay=momentum_decay),
         maybe_decayed_weights(weight_decay, None) if decoupled else None,
         scale_by_learning_rate(learning_rate),
+    )
+    return described(
+        transform,
+        "NAdam",
+        learning_rate=learning_rate,
+        b1=b1,
+        b2=b2,
+        eps=eps,
+        weight_decay=weight_decay,
+        momentum_decay=momentum_decay,
+        decoupled_weight_decay=decoupled_weight_decay,
+        maximize=maximize,
     )

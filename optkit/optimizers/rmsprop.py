@@ -10,14 +10,16 @@ import jax.numpy as jnp
 from optkit import _numerics, _tree, _validation
 from optkit._base import GradientTransformation, Params, Scalar, ScalarOrSchedule, Updates
 from optkit._kernel import leaf_kernel
-from optkit.optimizers._compose import chain_present, maybe_l2_decay, maybe_negate
+from optkit.optimizers._compose import chain_present, described, maybe_l2_decay, maybe_negate
 from optkit.transforms.momentum import trace
 from optkit.transforms.scaling import scale_by_learning_rate
 
 
 class ScaleByRmsState(NamedTuple):
-    """Running average of squared gradients ``nu`` and, when centered, of gradients ``mu``."""
+    """Update count (torch's ``step``), running average of squared gradients ``nu`` and, when
+    centered, of gradients ``mu``."""
 
+    count: jax.Array
     nu: Updates
     mu: Updates | None
 
@@ -82,7 +84,9 @@ def scale_by_rms(
 
     def init(params: Params) -> ScaleByRmsState:
         return ScaleByRmsState(
-            nu=_tree.zeros_like(params), mu=_tree.zeros_like(params) if centered else None
+            count=_numerics.zero_count(params),
+            nu=_tree.zeros_like(params),
+            mu=_tree.zeros_like(params) if centered else None,
         )
 
     def update(
@@ -91,11 +95,12 @@ def scale_by_rms(
         del params, extra_args
         _tree.check_match(state.nu, updates, "scale_by_rms", "optimizer state", "updates")
         scalars = {"alpha": alpha, "one_minus_alpha": 1.0 - alpha, "eps": eps}
+        count = _numerics.increment(state.count)
         if centered:
             new = _centered_rms(state.nu, state.mu, updates, **scalars)
-            return new.update, ScaleByRmsState(nu=new.nu, mu=new.mu)
+            return new.update, ScaleByRmsState(count=count, nu=new.nu, mu=new.mu)
         new = _rms(state.nu, updates, **scalars)
-        return new.update, ScaleByRmsState(nu=new.nu, mu=None)
+        return new.update, ScaleByRmsState(count=count, nu=new.nu, mu=None)
 
     return GradientTransformation(init, update)
 
@@ -154,10 +159,21 @@ def rmsprop(
     _validation.hyperparameters(
         learning_rate=learning_rate, weight_decay=weight_decay, momentum=momentum
     )
-    return chain_present(
+    transform = chain_present(
         maybe_negate(maximize),
         maybe_l2_decay(weight_decay),
         scale_by_rms(alpha=alpha, eps=eps, centered=centered),
         None if _validation.is_static_zero(momentum) else trace(momentum),
         scale_by_learning_rate(learning_rate),
+    )
+    return described(
+        transform,
+        "RMSprop",
+        learning_rate=learning_rate,
+        alpha=alpha,
+        eps=eps,
+        weight_decay=weight_decay,
+        momentum=momentum,
+        centered=centered,
+        maximize=maximize,
     )

@@ -11,14 +11,16 @@ import jax.numpy as jnp
 from optkit import _numerics, _tree, _validation
 from optkit._base import GradientTransformation, Params, ScalarOrSchedule, Updates
 from optkit._kernel import leaf_kernel
-from optkit.optimizers._compose import chain_present, maybe_negate
+from optkit.optimizers._compose import chain_present, described, maybe_negate
 from optkit.transforms.scaling import negate
 
 
 class ScaleByRpropState(NamedTuple):
-    """Each element's step size (torch's ``state[p]["step_size"]``) and the previous gradient,
-    zeroed where its sign flipped (torch's ``state[p]["prev"]``)."""
+    """Update count (torch's ``step``), each element's step size (torch's
+    ``state[p]["step_size"]``) and the previous gradient, zeroed where its sign flipped (torch's
+    ``state[p]["prev"]``)."""
 
+    count: jax.Array
     step_size: Updates
     prev: Updates
 
@@ -116,7 +118,9 @@ def scale_by_rprop(
     def init(params: Params) -> ScaleByRpropState:
         first = _numerics.value_at(learning_rate, _numerics.zero_count(), "scale_by_rprop")
         return ScaleByRpropState(
-            step_size=_tree.full_like(params, first), prev=_tree.zeros_like(params)
+            count=_numerics.zero_count(params),
+            step_size=_tree.full_like(params, first),
+            prev=_tree.zeros_like(params),
         )
 
     def update(
@@ -133,7 +137,9 @@ def scale_by_rprop(
             step_size_min=step_size_min,
             step_size_max=step_size_max,
         )
-        return new.update, ScaleByRpropState(step_size=new.step_size, prev=new.prev)
+        return new.update, ScaleByRpropState(
+            count=_numerics.increment(state.count), step_size=new.step_size, prev=new.prev
+        )
 
     return GradientTransformation(init, update)
 
@@ -193,8 +199,16 @@ def rprop(
         Riedmiller and Braun, `A Direct Adaptive Method for Faster Backpropagation Learning:
         The RPROP Algorithm <https://doi.org/10.1109/ICNN.1993.298623>`_, 1993.
     """
-    return chain_present(
+    transform = chain_present(
         maybe_negate(maximize),
         scale_by_rprop(learning_rate=learning_rate, etas=etas, step_sizes=step_sizes),
         negate(),
+    )
+    return described(
+        transform,
+        "Rprop",
+        learning_rate=learning_rate,
+        etas=etas,
+        step_sizes=step_sizes,
+        maximize=maximize,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from optkit import _validation
 from optkit._base import GradientTransformation, Scalar, ScalarOrSchedule
-from optkit.optimizers._compose import chain_present, maybe_l2_decay, maybe_negate
+from optkit.optimizers._compose import chain_present, described, maybe_l2_decay, maybe_negate
 from optkit.transforms.momentum import check_nesterov, trace
 from optkit.transforms.scaling import scale_by_learning_rate
 
@@ -65,9 +65,19 @@ def sgd(
     )
     nesterov = _validation.boolean("nesterov", nesterov)
     check_nesterov(momentum, dampening, nesterov)
-    return chain_present(
+    transform = chain_present(
         maybe_negate(maximize),
         maybe_l2_decay(weight_decay),
         None if _validation.is_static_zero(momentum) else trace(momentum, dampening, nesterov),
         scale_by_learning_rate(learning_rate),
+    )
+    return described(
+        transform,
+        "SGD",
+        learning_rate=learning_rate,
+        momentum=momentum,
+        dampening=dampening,
+        weight_decay=weight_decay,
+        nesterov=nesterov,
+        maximize=maximize,
     )

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from optkit import _numerics, _tree, _validation
 from optkit._base import GradientTransformation, Params, Scalar, ScalarOrSchedule, Updates
 from optkit._kernel import leaf_kernel
-from optkit.optimizers._compose import chain_present, maybe_negate
+from optkit.optimizers._compose import chain_present, described, maybe_negate
 from optkit.transforms.scaling import scale_by_learning_rate
 
 
@@ -165,8 +165,17 @@ def sparse_adam(
         <https://arxiv.org/abs/1412.6980>`_, 2014.
     """
     _validation.hyperparameters(learning_rate=learning_rate)
-    return chain_present(
+    transform = chain_present(
         maybe_negate(maximize),
         scale_by_sparse_adam(b1=b1, b2=b2, eps=eps),
         scale_by_learning_rate(learning_rate),
+    )
+    return described(
+        transform,
+        "SparseAdam",
+        learning_rate=learning_rate,
+        b1=b1,
+        b2=b2,
+        eps=eps,
+        maximize=maximize,
     )
