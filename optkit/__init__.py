@@ -27,6 +27,13 @@ from optkit.combinators.hyperparams import (
     inject_hyperparams,
     set_hyperparams,
 )
+from optkit.combinators.loss_scaling import (
+    GradScalerState,
+    SkipNonfiniteState,
+    grad_scaler,
+    loss_scale,
+    skip_nonfinite,
+)
 from optkit.combinators.masking import (
     MaskedNode,
     MaskedState,
@@ -69,6 +76,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "EmptyState",
     "FlattenState",
+    "GradScalerState",
     "GradientTransformation",
     "InjectHyperparamsState",
     "MaskedNode",
@@ -96,6 +104,7 @@ __all__ = [
     "ScaleBySparseAdamState",
     "Schedule",
     "Selector",
+    "SkipNonfiniteState",
     "TraceState",
     "Updates",
     "adadelta",
@@ -115,9 +124,11 @@ __all__ = [
     "flatten",
     "get_hyperparams",
     "global_norm",
+    "grad_scaler",
     "identity",
     "inject_hyperparams",
     "lbfgs",
+    "loss_scale",
     "masked",
     "muon",
     "nadam",
@@ -147,6 +158,7 @@ __all__ = [
     "schedules",
     "set_hyperparams",
     "sgd",
+    "skip_nonfinite",
     "sparse_adam",
     "stateless",
     "trace",

@@ -46,8 +46,10 @@ def scalar(
     high: float | None = None,
     high_inclusive: bool = True,
     allow_schedule: bool = False,
+    low_inclusive: bool = True,
 ) -> Any:
-    """Check that ``value`` is a real scalar in ``[low, high]`` (or ``[low, high)``) and not NaN.
+    """Check that ``value`` is a real scalar in ``[low, high]`` (either end may be excluded:
+    ``(low, high)``) and not NaN.
 
     Returns the value unchanged. With ``allow_schedule`` a callable passes (it is a schedule of the
     update count; its outputs are not known until it runs).
@@ -57,11 +59,13 @@ def scalar(
     number = concrete_scalar(name, value)
     if number is None:
         return value
+    lower = "[" if low_inclusive else "("
     upper = "]" if high_inclusive else ")"
-    allowed = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}{upper}"
+    shown_low = low if low is not None else "-inf"
+    allowed = f"{lower}{shown_low}, {high if high is not None else 'inf'}{upper}"
     if math.isnan(number):
         raise ValueError(f"{name} must be in {allowed}, got NaN.")
-    too_low = low is not None and number < low
+    too_low = low is not None and (number < low if low_inclusive else number <= low)
     too_high = high is not None and (number > high if high_inclusive else number >= high)
     if too_low or too_high:
         raise ValueError(f"{name} must be in {allowed}, got {value!r}.")
@@ -75,18 +79,22 @@ def non_negative(name: str, value: Any, *, allow_schedule: bool = False) -> Any:
 
 class Range(NamedTuple):
     """The allowed values of a hyperparameter: ``[low, high]`` (``high`` excluded unless
-    ``high_inclusive``); ``None`` leaves that side open. ``schedule``: a callable (a schedule of
-    the update count) is accepted too. ``integer``: a Python integer that fixes the transform's
-    structure (a loop count, a history length): static, never injected as an array."""
+    ``high_inclusive``, ``low`` excluded when not ``low_inclusive``); ``None`` leaves that side
+    open. ``schedule``: a callable (a schedule of the update count) is accepted too. ``integer``:
+    a Python integer that fixes the transform's structure (a loop count, a history length):
+    static, never injected as an array."""
 
     low: float | None = 0.0
     high: float | None = None
     high_inclusive: bool = True
     schedule: bool = False
     integer: bool = False
+    low_inclusive: bool = True
 
 
 _UNIT = Range(0.0, 1.0)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_INT32_MAX = int(np.iinfo(np.int32).max)
 _DECAY = Range(0.0, 1.0, high_inclusive=False)
 
 RANGES: dict[str, Range] = {
@@ -129,6 +137,12 @@ RANGES: dict[str, Range] = {
     "tolerance_change": Range(),
     # Iteration counts (structural).
     "ns_steps": Range(0, 99, integer=True),
+    # Loss scaling (torch.amp.GradScaler): a finite float32 scale, factors on either side of 1,
+    # and a period that fits torch's int32 growth tracker.
+    "init_scale": Range(0.0, _FLOAT32_MAX, low_inclusive=False),
+    "growth_factor": Range(1.0, _FLOAT32_MAX, low_inclusive=False),
+    "backoff_factor": Range(0.0, 1.0, high_inclusive=False, low_inclusive=False),
+    "growth_interval": Range(1, _INT32_MAX, integer=True),
 }
 """The one table of hyperparameter ranges, keyed by argument name: every optimizer and primitive
 checks its numeric arguments here when it is built, and ``set_hyperparams`` checks new values
@@ -138,12 +152,18 @@ here, so a range is written once. A name means the same thing wherever it appear
 def hyperparameters(**values: Any) -> None:
     """Check each value against its entry in :data:`RANGES` (a name missing there is a bug)."""
     for name, value in values.items():
-        low, high, high_inclusive, schedule, integer = RANGES[name]
-        if integer:
-            integer_in(name, value, low=low, high=high)
+        spec = RANGES[name]
+        if spec.integer:
+            integer_in(name, value, low=spec.low, high=spec.high)
             continue
         scalar(
-            name, value, low=low, high=high, high_inclusive=high_inclusive, allow_schedule=schedule
+            name,
+            value,
+            low=spec.low,
+            high=spec.high,
+            high_inclusive=spec.high_inclusive,
+            low_inclusive=spec.low_inclusive,
+            allow_schedule=spec.schedule,
         )
 
 

@@ -23,7 +23,8 @@ from tests.support.registry import BY_NAME, NAMES, REGISTRY
 
 def _bad_and_good(name: str) -> tuple[list, list, str]:
     """Values outside and inside a hyperparameter's range, and the start of the message."""
-    low, high, high_inclusive, _, integer = _validation.RANGES[name]
+    spec = _validation.RANGES[name]
+    low, high, high_inclusive, integer = spec.low, spec.high, spec.high_inclusive, spec.integer
     if integer:
         return _bad_and_good_integers(name, low, high)
     bad: list = [math.nan]
