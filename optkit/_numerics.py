@@ -3,10 +3,12 @@ schedules."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from optkit import _tree, _validation
 
@@ -73,3 +75,67 @@ def value_at(value: Any, count: jax.Array, where: str) -> Any:
             f"{where}: the schedule returned shape {out.shape}; it must return a scalar."
         )
     return out
+
+
+def float32_times_double(value: jax.Array, factor: float) -> jax.Array:
+    """``float32(double(value) * factor)`` for a float32 ``value``, in 32-bit integer arithmetic
+    (for when float64 is off).
+
+    With ``value = a * 2**i`` (``a`` its 24-bit significand) and ``factor = b * 2**j`` (``b`` a
+    53-bit integer), the exact product ``a * b`` (at most 77 bits) is formed in base-2**16 digits.
+    Rounding it to 53 bits and then to 24 differs from rounding once only where the 53-bit value
+    lands on a 24-bit midpoint, so the 53 bits below the kept 24 decide: more than half a double
+    unit (2**23 of them) above the midpoint rounds up, as far below rounds down, and in between is
+    a tie, rounded to even. Exact wherever the result is a normal float32; a subnormal ``value``
+    is multiplied in float32.
+    """
+    fraction, exponent = math.frexp(factor)
+    b = int(fraction * 2**53)  # factor == b * 2**(exponent - 53) exactly
+    bits = jax.lax.bitcast_convert_type(value, jnp.uint32)
+    biased_exponent = (bits >> 23) & np.uint32(0xFF)
+    a = (bits & np.uint32(0x7FFFFF)) | np.uint32(0x800000)
+    digits = [jnp.zeros_like(a) for _ in range(6)]
+    for i, a_digit in enumerate((a & np.uint32(0xFFFF), a >> 16)):
+        for k in range(4):
+            partial = a_digit * np.uint32((b >> (16 * k)) & 0xFFFF)  # < 2**32
+            digits[i + k] = digits[i + k] + (partial & np.uint32(0xFFFF))
+            digits[i + k + 1] = digits[i + k + 1] + (partial >> 16)
+    for k in range(5):
+        digits[k + 1] = digits[k + 1] + (digits[k] >> 16)
+        digits[k] = digits[k] & np.uint32(0xFFFF)
+    low, middle, high = (digits[2 * k] | (digits[2 * k + 1] << 16) for k in range(3))
+    # a * b is in [2**75, 2**77): shift it into [2**76, 2**77) so the rounding positions are fixed.
+    top = (high >> 12) & np.uint32(1)
+    shifted = top == 0
+    high = jnp.where(shifted, (high << 1) | (middle >> 31), high)
+    middle = jnp.where(shifted, (middle << 1) | (low >> 31), middle)
+    low = jnp.where(shifted, low << 1, low)
+    kept = ((high & np.uint32(0x1FFF)) << 11) | (middle >> 21)  # bits 53-76
+    dropped_high = middle & np.uint32(0x1FFFFF)  # bits 32-52; bits 0-31 are `low`
+    # Python ints would be weakly typed int32 without float64 and overflow: uint32 constants.
+    midpoint_high, half_unit = np.uint32(2**20), np.uint32(2**23)
+    up = (dropped_high > midpoint_high) | ((dropped_high == midpoint_high) & (low > half_unit))
+    below = midpoint_high - np.uint32(1)
+    down = (dropped_high < below) | ((dropped_high == below) & (low < np.uint32(2**32 - 2**23)))
+    tie_to_odd = jnp.logical_not(up | down) & ((kept & np.uint32(1)) == 1)
+    rounded = kept + up.astype(jnp.uint32) + tie_to_odd.astype(jnp.uint32)  # <= 2**24: exact
+    # value * factor = (a * b) * 2**(i + j) with i = biased - 150, j = exponent - 53, and the
+    # kept bits start at bit 53 of a * b shifted left by (1 - top).
+    power = biased_exponent.astype(jnp.int32) - 151 + exponent + top.astype(jnp.int32)
+    exact = jnp.ldexp(rounded.astype(jnp.float32), power)
+    return jnp.where(biased_exponent == 0, value * np.float32(factor), exact)
+
+
+def times_in_double(value: jax.Array, factor: Any) -> jax.Array:
+    """A float32 ``value`` (a loss scale) times ``factor``, rounded as torch's
+    ``_amp_update_scale_`` rounds it: the product in double, then float32."""
+    number = _validation.static_number(factor)
+    if number is not None and float(np.float32(number)) == number:
+        # Two float32 numbers: their exact product has at most 48 bits, so the double product is
+        # exact and one float32 rounding of it is torch's result (2.0, 0.5, 1.5, ...).
+        return value * np.float32(number)
+    if jnp.result_type(float) == jnp.float64 or number is None:
+        # Under jax_enable_x64 this is torch's arithmetic itself; a run-time factor (an injected
+        # hyperparameter) is already an array of the default float dtype.
+        return (as_double(value) * factor).astype(jnp.float32)
+    return float32_times_double(value, number)

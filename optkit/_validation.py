@@ -98,6 +98,8 @@ class Range(NamedTuple):
 
 
 _UNIT = Range(0.0, 1.0)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_INT32_MAX = int(np.iinfo(np.int32).max)
 _DECAY = Range(0.0, 1.0, high_inclusive=False)
 
 RANGES: dict[str, Range] = {
@@ -147,6 +149,12 @@ RANGES: dict[str, Range] = {
     # micro-batches per optimizer step, weight averaging's first averaged update and period.
     "start_step": Range(low=0, integer=True),
     "every_k": Range(low=1, integer=True),
+    # Loss scaling (torch.amp.GradScaler): a finite float32 scale, factors on either side of 1,
+    # and a period that fits torch's int32 growth tracker.
+    "init_scale": Range(0.0, _FLOAT32_MAX, low_inclusive=False),
+    "growth_factor": Range(1.0, _FLOAT32_MAX, low_inclusive=False),
+    "backoff_factor": Range(0.0, 1.0, high_inclusive=False, low_inclusive=False),
+    "growth_interval": Range(1, _INT32_MAX, integer=True),
 }
 """The one table of hyperparameter ranges, keyed by argument name: every optimizer and primitive
 checks its numeric arguments here when it is built, and ``set_hyperparams`` checks new values
