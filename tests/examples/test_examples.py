@@ -132,3 +132,30 @@ def test_sharded_training_shards_params_and_state(tmp_path: Path):
     assert metrics["state_shardings_kept"]
     assert metrics["final_train_loss"] < 0.5 * metrics["initial_train_loss"]
     assert metrics["test_accuracy"] > 0.85
+
+
+def test_mixed_precision_scales_accumulates_and_averages(tmp_path: Path):
+    out = tmp_path / "mixed_precision.png"
+    example = load_example("mixed_precision")
+    metrics = example.main(["--quick", "--out", str(out)])
+    history = metrics["history"]
+
+    # 1,347 training images in micro-batches of 16, four to an optimizer step: 21 per epoch.
+    assert metrics["optimizer_steps"] == 2 * 21 == len(history["scale"])
+    assert metrics["final_loss"] < 0.3 * metrics["initial_loss"]
+    # Two epochs reach ~0.93 test accuracy; the EMA (decay 0.95) trails the params a little.
+    assert metrics["test_accuracy"] > 0.85
+    assert metrics["ema_test_accuracy"] > 0.8
+    # The scale follows torch's GradScaler rule, step by step: halved exactly on a skipped step,
+    # doubled after GROWTH_INTERVAL clean steps in a row, unchanged otherwise.
+    scale, clean = 65536.0, 0
+    for got, skipped in zip(history["scale"], history["skipped_now"], strict=True):
+        if skipped:
+            scale, clean = scale * 0.5, 0
+        else:
+            clean += 1
+            if clean == example.GROWTH_INTERVAL:
+                scale, clean = scale * 2.0, 0
+        assert got == scale
+    assert metrics["final_scale"] > 65536.0  # it grew at least once in two epochs
+    assert_is_plot(out)

@@ -65,6 +65,19 @@ OPTIMIZERS: dict[str, Callable[[], Any]] = {
     "inject_hyperparams": lambda: optkit.inject_hyperparams(optkit.sgd)(
         learning_rate=0.1, momentum=0.9
     ),
+    # The training-loop wrappers together: loss scaling, accumulation, an EMA of the params.
+    "training_loop": lambda: optkit.weight_averaging(
+        optkit.accumulate_gradients(
+            optkit.grad_scaler(
+                optkit.chain(optkit.clip_by_global_norm(1.0), optkit.adamw(1e-2)),
+                init_scale=4.0,
+                growth_interval=2,
+            ),
+            every_k=2,
+        ),
+        mode="ema",
+        decay=0.9,
+    ),
 }
 
 # Kernels sharded on one axis, biases replicated (Megatron's column- then row-parallel pair).

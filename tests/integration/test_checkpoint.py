@@ -309,6 +309,7 @@ STATE_CASES = [
         ),
         check=_check_plateau,
     ),
+    StateCase("training_loop", lambda: make_training_loop()),
     StateCase("masked", lambda: optkit.masked(optkit.adam(1e-3), {"encoder": True, "head": False})),
     StateCase(
         "partition",
@@ -462,6 +463,25 @@ def _check_reductions(saved: Any, final: Any) -> None:
     assert float(final[1].scale) < float(saved[1].scale)
 
 
+def make_training_loop() -> optkit.GradientTransformation:
+    """Loss scaling, gradient accumulation over 3 micro-batches and an EMA, around AdamW."""
+    scaled = optkit.grad_scaler(
+        optkit.chain(optkit.clip_by_global_norm(1.0), optkit.adamw(0.05)),
+        init_scale=1.0,
+        growth_interval=2,
+    )
+    accumulated = optkit.accumulate_gradients(scaled, every_k=3)
+    return optkit.weight_averaging(accumulated, mode="ema", decay=0.9, start_step=2, every_k=3)
+
+
+def _check_training_loop(saved: Any, final: Any) -> None:
+    # The checkpoint falls in the middle of an accumulation cycle, with a grown loss scale and
+    # an average under way.
+    assert int(saved.inner_state.micro_step) == RESUME_AT % 3 == 1
+    assert 1.0 < float(optkit.loss_scale(saved)) < float(optkit.loss_scale(final))
+    assert 0 < int(saved.n_averaged) < int(final.n_averaged)
+
+
 RESUME_CASES = [
     ResumeCase(
         "adamw_cosine",
@@ -497,6 +517,7 @@ RESUME_CASES = [
         {},
         _check_reductions,
     ),
+    ResumeCase("training_loop", make_training_loop, {}, _check_training_loop),
 ]
 
 
