@@ -251,3 +251,20 @@ def place_scalars(scalars: Any, params: Any) -> Any:
     """
     placement = _replicated_placement(params)
     return scalars if placement is None else jax.device_put(scalars, placement)
+
+
+def states_of(tree: Any, state_type: type) -> list[Any]:
+    """Every node of ``state_type`` in ``tree`` (an optimizer state), in order, including those
+    nested in another's fields (a wrapper around a wrapper of the same kind).
+
+    The accessors that find a wrapper's state wherever it sits (``loss_scale``,
+    ``optimizer_stepped``, ``get_averaged_params``, ...) look through chains, param groups,
+    ``inject_hyperparams`` and the other wrappers with this one walk.
+    """
+    is_state = lambda node: isinstance(node, state_type)
+    found = []
+    for node in jax.tree.leaves(tree, is_leaf=is_state):
+        if is_state(node):
+            found.append(node)
+            found.extend(states_of(tuple(node), state_type))
+    return found

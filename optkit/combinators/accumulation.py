@@ -248,20 +248,6 @@ def accumulate_gradients(
     return GradientTransformation(init, update)
 
 
-def _is_accumulation(node: Any) -> bool:
-    return isinstance(node, AccumulateGradientsState)
-
-
-def _accumulation_states(state: OptState) -> list[AccumulateGradientsState]:
-    """Every accumulation state in ``state``, those nested inside another's inner state too."""
-    found = []
-    for node in jax.tree.leaves(state, is_leaf=_is_accumulation):
-        if _is_accumulation(node):
-            found.append(node)
-            found.extend(_accumulation_states(node.inner_state))
-    return found
-
-
 def optimizer_stepped(opt_state: OptState) -> jax.Array:
     """Whether the latest update was a real optimizer step (a bool scalar array).
 
@@ -285,7 +271,7 @@ def optimizer_stepped(opt_state: OptState) -> jax.Array:
         ValueError: if ``opt_state`` holds no :func:`accumulate_gradients` state, or several
             (one per param group, or one inside another).
     """
-    found = _accumulation_states(opt_state)
+    found = _tree.states_of(opt_state, AccumulateGradientsState)
     if len(found) != 1:
         hint = (
             "it holds none; wrap the optimizer in optkit.accumulate_gradients"

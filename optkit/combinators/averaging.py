@@ -204,20 +204,6 @@ def weight_averaging(
     return GradientTransformation(init, update)
 
 
-def _is_averaging(node: Any) -> bool:
-    return isinstance(node, WeightAveragingState)
-
-
-def _averaging_states(state: OptState) -> list[WeightAveragingState]:
-    """Every weight-averaging state in ``state``, including ones nested in another's inner state."""
-    found = []
-    for node in jax.tree.leaves(state, is_leaf=_is_averaging):
-        if _is_averaging(node):
-            found.append(node)
-            found.extend(_averaging_states(node.inner_state))
-    return found
-
-
 def get_averaged_params(opt_state: OptState) -> Params:
     """The averaged params of the :func:`weight_averaging` state in ``opt_state``.
 
@@ -240,7 +226,7 @@ def get_averaged_params(opt_state: OptState) -> Params:
         ValueError: if ``opt_state`` holds no weight-averaging state, or several (one per param
             group, or nested wrappers: pass the one you mean, e.g. ``state.groups[i]``).
     """
-    found = _averaging_states(opt_state)
+    found = _tree.states_of(opt_state, WeightAveragingState)
     if len(found) != 1:
         hint = (
             "it holds none; wrap the optimizer with optkit.weight_averaging"

@@ -265,16 +265,6 @@ def grad_scaler(
     return GradientTransformation(init, update)
 
 
-def _scaler_states(state: OptState) -> list[GradScalerState]:
-    """Every :class:`GradScalerState` in ``state``, nested ones included."""
-    is_scaler = lambda node: isinstance(node, GradScalerState)
-    found = []
-    for node in jax.tree.leaves(state, is_leaf=is_scaler):
-        if is_scaler(node):
-            found += [node, *_scaler_states(node.inner_state)]
-    return found
-
-
 def loss_scale(opt_state: OptState) -> jax.Array:
     """The current loss scale of the :func:`grad_scaler` in ``opt_state``: multiply the loss by
     it before differentiating.
@@ -292,7 +282,7 @@ def loss_scale(opt_state: OptState) -> jax.Array:
     Raises:
         ValueError: if ``opt_state`` holds no grad_scaler state, or more than one.
     """
-    found = _scaler_states(opt_state)
+    found = _tree.states_of(opt_state, GradScalerState)
     if len(found) != 1:
         hint = (
             "it holds none; wrap the optimizer in optkit.grad_scaler(...)"

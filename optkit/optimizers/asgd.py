@@ -214,10 +214,6 @@ def asgd(
     )
 
 
-def _is_asgd_state(node: Any) -> bool:
-    return isinstance(node, ScaleByAsgdState)
-
-
 def averaged_params(state: OptState) -> Params:
     """The averaged params ``ax`` of the ASGD optimizer in ``state``.
 
@@ -239,9 +235,7 @@ def averaged_params(state: OptState) -> Params:
         ValueError: if ``state`` holds no ASGD state, or several (param groups: pass one
             group's state, ``state.groups[i]``).
     """
-    found = [
-        node for node in jax.tree.leaves(state, is_leaf=_is_asgd_state) if _is_asgd_state(node)
-    ]
+    found = _tree.states_of(state, ScaleByAsgdState)
     if len(found) != 1:
         hint = (
             "it holds none; build the optimizer with optkit.asgd or optkit.scale_by_asgd"
