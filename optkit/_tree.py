@@ -268,3 +268,18 @@ def states_of(tree: Any, state_type: type) -> list[Any]:
             found.append(node)
             found.extend(states_of(tuple(node), state_type))
     return found
+
+
+def only_state(
+    tree: Any, state_type: type, *, where: str, what: str, if_none: str, if_several: str
+) -> Any:
+    """The one node of ``state_type`` in ``tree`` (see :func:`states_of`).
+
+    Raises a ValueError from ``where`` when there is none (``if_none`` says how to get one) or
+    several (``if_several`` follows the count: how to pick one).
+    """
+    found = states_of(tree, state_type)
+    if len(found) == 1:
+        return found[0]
+    hint = f"it holds none; {if_none}" if not found else f"it holds {len(found)}{if_several}"
+    raise ValueError(f"{where}: the state must hold one {what} state; {hint}.")

@@ -271,15 +271,12 @@ def optimizer_stepped(opt_state: OptState) -> jax.Array:
         ValueError: if ``opt_state`` holds no :func:`accumulate_gradients` state, or several
             (one per param group, or one inside another).
     """
-    found = _tree.states_of(opt_state, AccumulateGradientsState)
-    if len(found) != 1:
-        hint = (
-            "it holds none; wrap the optimizer in optkit.accumulate_gradients"
-            if not found
-            else f"it holds {len(found)} (one per param group, or nested): pass the state of "
-            "one of them"
-        )
-        raise ValueError(
-            f"optimizer_stepped: the state must hold one accumulate_gradients state; {hint}."
-        )
-    return found[0].stepped
+    accumulation = _tree.only_state(
+        opt_state,
+        AccumulateGradientsState,
+        where="optimizer_stepped",
+        what="accumulate_gradients",
+        if_none="wrap the optimizer in optkit.accumulate_gradients",
+        if_several=" (one per param group, or nested): pass the state of one of them",
+    )
+    return accumulation.stepped

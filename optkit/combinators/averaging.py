@@ -226,13 +226,15 @@ def get_averaged_params(opt_state: OptState) -> Params:
         ValueError: if ``opt_state`` holds no weight-averaging state, or several (one per param
             group, or nested wrappers: pass the one you mean, e.g. ``state.groups[i]``).
     """
-    found = _tree.states_of(opt_state, WeightAveragingState)
-    if len(found) != 1:
-        hint = (
-            "it holds none; wrap the optimizer with optkit.weight_averaging"
-            if not found
-            else f"it holds {len(found)} (one per param group, or nested wrappers?): pass the "
-            "state of the one you mean, e.g. state.groups[i]"
-        )
-        raise ValueError(f"get_averaged_params: the state must hold one averaging state; {hint}.")
-    return found[0].averaged_params
+    averaging = _tree.only_state(
+        opt_state,
+        WeightAveragingState,
+        where="get_averaged_params",
+        what="averaging",
+        if_none="wrap the optimizer with optkit.weight_averaging",
+        if_several=(
+            " (one per param group, or nested wrappers?): pass the state of the one you mean, "
+            "e.g. state.groups[i]"
+        ),
+    )
+    return averaging.averaged_params

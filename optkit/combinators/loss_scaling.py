@@ -282,15 +282,15 @@ def loss_scale(opt_state: OptState) -> jax.Array:
     Raises:
         ValueError: if ``opt_state`` holds no grad_scaler state, or more than one.
     """
-    found = _tree.states_of(opt_state, GradScalerState)
-    if len(found) != 1:
-        hint = (
-            "it holds none; wrap the optimizer in optkit.grad_scaler(...)"
-            if not found
-            else f"it holds {len(found)}; use one grad_scaler around the whole optimizer"
-        )
-        raise ValueError(f"loss_scale: the state must hold one grad_scaler state; {hint}.")
-    return found[0].scale
+    scaler = _tree.only_state(
+        opt_state,
+        GradScalerState,
+        where="loss_scale",
+        what="grad_scaler",
+        if_none="wrap the optimizer in optkit.grad_scaler(...)",
+        if_several="; use one grad_scaler around the whole optimizer",
+    )
+    return scaler.scale
 
 
 def skip_nonfinite(inner: GradientTransformation) -> GradientTransformation:

@@ -235,12 +235,12 @@ def averaged_params(state: OptState) -> Params:
         ValueError: if ``state`` holds no ASGD state, or several (param groups: pass one
             group's state, ``state.groups[i]``).
     """
-    found = _tree.states_of(state, ScaleByAsgdState)
-    if len(found) != 1:
-        hint = (
-            "it holds none; build the optimizer with optkit.asgd or optkit.scale_by_asgd"
-            if not found
-            else f"it holds {len(found)} (param groups?): pass one group's state, state.groups[i]"
-        )
-        raise ValueError(f"averaged_params: the state must hold one ASGD state; {hint}.")
-    return found[0].ax
+    asgd_state = _tree.only_state(
+        state,
+        ScaleByAsgdState,
+        where="averaged_params",
+        what="ASGD",
+        if_none="build the optimizer with optkit.asgd or optkit.scale_by_asgd",
+        if_several=" (param groups?): pass one group's state, state.groups[i]",
+    )
+    return asgd_state.ax
