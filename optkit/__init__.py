@@ -76,6 +76,7 @@ from optkit.optimizers.sparse_adam import (
     scale_by_sparse_adam,
     sparse_adam,
 )
+from optkit.sharding import state_sharding
 from optkit.transforms.clipping import clip, clip_by_global_norm, global_norm
 from optkit.transforms.momentum import TraceState, trace
 from optkit.transforms.plateau import (
@@ -183,6 +184,7 @@ __all__ = [
     "sgd",
     "skip_nonfinite",
     "sparse_adam",
+    "state_sharding",
     "stateless",
     "step_plateau",
     "to_torch_state_dict",
