@@ -37,7 +37,7 @@ def state_sharding(
     """The ``NamedSharding`` of every leaf of ``tx``'s state that partitions it over ``shard_axis``.
 
     ZeRO-1 (optimizer-state partitioning): returns a pytree with the structure of
-    ``jax.eval_shape(tx.init, params)`` whose leaves are ``NamedSharding``\\ s on ``mesh``. Use
+    ``jax.eval_shape(tx.init, params)`` whose leaves are ``NamedSharding`` objects on ``mesh``. Use
     it as ``jax.jit(tx.init, out_shardings=shardings)`` and as the state's input and output
     shardings of the train step: with replicated params on ``d`` devices of ``shard_axis``,
     each device holds ``1/d`` of the optimizer state, computes that part of the update, and the
@@ -77,7 +77,7 @@ def state_sharding(
     Args:
         tx: the optimizer (any optkit or optax transform); only ``tx.init`` is traced, with
             ``jax.eval_shape`` (nothing is computed or allocated).
-        params: the params, or ``jax.ShapeDtypeStruct``\\ s of them, carrying their
+        params: the params, or ``jax.ShapeDtypeStruct`` leaves describing them, carrying their
             ``NamedSharding`` unless ``param_specs`` is given.
         mesh: the device mesh (a ``jax.sharding.Mesh``, or an ``AbstractMesh`` to inspect the
             specs without devices).

@@ -1,7 +1,7 @@
 """optkit.state_sharding's specs, buffer by buffer, and its errors.
 
 The specs need no devices: an ``AbstractMesh`` of shape ``("data", "model") = (4, 2)`` stands for 8
-devices, and the params are ``ShapeDtypeStruct``\\ s carrying their ``NamedSharding``; only
+devices, and the params are ``ShapeDtypeStruct`` leaves carrying their ``NamedSharding``; only
 ``jax.eval_shape(tx.init, params)`` runs. Placement on real devices, the per-device bytes and
 the trajectories run on 8 simulated devices in test_state_sharding_devices.py.
 
