@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import pytest
 
-from tests.docs.pages import blocks_of, cached_run, page_paths, same_output
+from tests.docs.pages import blocks_of, cached_run, page_paths, parse, same_output
 from tests.support.torch_oracle import require_torch
 
 
@@ -78,3 +78,23 @@ def test_known_broken_rows_name_existing_blocks():
 def test_readme_and_guides_are_collected():
     assert {"README.md", "docs/index.md", "docs/migrating_from_torch.md"} <= set(PAGES)
     assert sum(len(blocks_of(page)) for page in PAGES) > 100
+
+
+def test_conventions_are_parsed(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(
+        "<!-- setup: x = 1 -->\n"
+        "```python\nprint(x)\n```\n\n```text\n1\n```\n\n"
+        '??? example "Indented"\n\n'
+        "    <!-- setup:\n    y = 2\n    z = 3\n    -->\n"
+        "    ```python\n    print(y + z)\n    ```\n\n"
+        "<!-- fresh-interpreter -->\n```python\nimport os\n```\n\n```bash\nls\n```\n"
+    )
+    first, second, third = parse(str(page))
+    assert (first.setup, first.code, first.shown_output) == ([(1, "x = 1\n")], "print(x)\n", "1\n")
+    assert (second.setup, second.code, second.line) == (
+        [(13, "y = 2\nz = 3\n")],
+        "print(y + z)\n",
+        17,
+    )
+    assert third.fresh_interpreter and not first.fresh_interpreter and third.shown_output is None
