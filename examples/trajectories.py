@@ -23,8 +23,13 @@ to see and make others diverge. Below each map, the loss at every step.
 
 Run it::
 
-    python examples/trajectories.py          # writes docs/images/trajectories.png
+    python examples/trajectories.py          # writes outputs/trajectories.png
     python examples/trajectories.py --quick  # a tenth of the steps, used by the test suite
+
+``outputs/`` is gitignored (``--out DIR`` for another folder). The figure in the docs is
+regenerated with a full run (never ``--quick``)::
+
+    python examples/trajectories.py --out docs/images
 """
 
 from __future__ import annotations
@@ -46,7 +51,9 @@ from tqdm.auto import tqdm
 
 import optkit
 
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "images" / "trajectories.png"
+# Outputs go to a gitignored folder; the docs figure is regenerated with --out docs/images.
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "outputs"
+FIGURE = "trajectories.png"
 
 
 def rosenbrock(p: jax.Array) -> jax.Array:
@@ -249,7 +256,9 @@ def save_png(fig: Figure, path: Path) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write the PNG")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"folder for {FIGURE} (default: outputs/)"
+    )
     parser.add_argument("--quick", action="store_true", help="a tenth of the steps, for tests")
     return parser.parse_args(argv)
 
@@ -267,7 +276,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for column, (problem, paths) in enumerate(zip(problems, all_paths, strict=True)):
         draw_paths(axes[0, column], problem, paths)
         draw_losses(axes[1, column], problem, paths)
-    save_png(fig, args.out)
+    out = args.out / FIGURE
+    save_png(fig, out)
 
     results: dict[str, Any] = {}
     for problem, paths in zip(problems, all_paths, strict=True):
@@ -284,8 +294,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 "finite": bool(np.isfinite(path).all()),
             }
     seconds = time.perf_counter() - start_time
-    print(f"done in {seconds:.1f}s, plot: {args.out}")
-    return {"problems": results, "out": str(args.out), "seconds": seconds}
+    print(f"done in {seconds:.1f}s, plot: {out}")
+    return {"problems": results, "out": str(out), "seconds": seconds}
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import matplotlib.image
@@ -25,10 +26,39 @@ OPTIMIZER_NAMES = {
 }
 
 
+DOCS_IMAGES = EXAMPLES.parent / "docs" / "images"
+# The examples that write files, and what: into --out, by default the gitignored outputs/.
+WRITES = {
+    "compare_optimizers": "compare_optimizers.png",
+    "mixed_precision": "mixed_precision.png",
+    "sharded_training": "sharded_training.json",
+    "trajectories": "trajectories.png",
+}
+
+
 @pytest.fixture(autouse=True)
 def examples_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
     # Examples import train_digits's data and model, as they do when run as scripts.
     monkeypatch.syspath_prepend(str(EXAMPLES))
+
+
+@pytest.fixture(autouse=True)
+def committed_figures_untouched() -> Iterator[None]:
+    """No example run (quick, as here) may overwrite the figures the docs show."""
+    before = {path.name: path.read_bytes() for path in DOCS_IMAGES.iterdir()}
+    yield
+    assert {path.name: path.read_bytes() for path in DOCS_IMAGES.iterdir()} == before
+
+
+def test_examples_write_into_the_gitignored_outputs_folder():
+    assert {path.stem for path in EXAMPLES.glob("*.py") if '"--out"' in path.read_text()} == set(
+        WRITES
+    )
+    assert "/outputs/" in (EXAMPLES.parent / ".gitignore").read_text().splitlines()
+    for name in WRITES:
+        module = load_example(name)
+        for argv in ([], ["--quick"]):
+            assert module.parse_args(argv).out == EXAMPLES.parent / "outputs", (name, argv)
 
 
 def assert_is_plot(path: Path) -> None:
@@ -52,8 +82,9 @@ def test_train_digits_quick_run_learns():
 
 
 def test_compare_optimizers_trains_every_optimizer_and_plots(tmp_path: Path):
-    out = tmp_path / "compare.png"
-    metrics = load_example("compare_optimizers").main(["--quick", "--out", str(out)])
+    metrics = load_example("compare_optimizers").main(["--quick", "--out", str(tmp_path)])
+    out = tmp_path / "compare_optimizers.png"
+    assert metrics["out"] == str(out)
 
     assert set(metrics["optimizers"]) == OPTIMIZER_NAMES
     for name, result in metrics["optimizers"].items():
@@ -64,8 +95,9 @@ def test_compare_optimizers_trains_every_optimizer_and_plots(tmp_path: Path):
 
 
 def test_trajectories_descend_and_plot(tmp_path: Path):
+    metrics = load_example("trajectories").main(["--quick", "--out", str(tmp_path)])
     out = tmp_path / "trajectories.png"
-    metrics = load_example("trajectories").main(["--quick", "--out", str(out)])
+    assert metrics["out"] == str(out)
 
     assert set(metrics["problems"]) == {"Rosenbrock", "Rastrigin"}
     for problem, runs in metrics["problems"].items():
@@ -105,14 +137,13 @@ def test_param_groups_hyperparameters_reach_their_leaves():
 
 
 def test_sharded_training_shards_params_and_state(tmp_path: Path):
-    out = tmp_path / "metrics.json"
     # A fresh process: jax's backend must start with the simulated devices, and this one's has
     # already started. Its own XLA_FLAGS would be appended to, so leave them out.
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
     command = [sys.executable, str(EXAMPLES / "sharded_training.py")]
-    command += ["--simulate-devices", "8", "--quick", "--out", str(out)]
+    command += ["--simulate-devices", "8", "--quick", "--out", str(tmp_path)]
     subprocess.run(command, check=True, env=env, cwd=tmp_path, capture_output=True, timeout=120)
-    metrics = json.loads(out.read_text())
+    metrics = json.loads((tmp_path / "sharded_training.json").read_text())
 
     assert metrics["devices"] == 8
     assert metrics["mesh"] == {"data": 4, "model": 2}
@@ -153,9 +184,9 @@ def test_multihost_training_runs_two_local_processes(capsys: pytest.CaptureFixtu
 
 
 def test_mixed_precision_scales_accumulates_and_averages(tmp_path: Path):
-    out = tmp_path / "mixed_precision.png"
     example = load_example("mixed_precision")
-    metrics = example.main(["--quick", "--out", str(out)])
+    metrics = example.main(["--quick", "--out", str(tmp_path)])
+    out = tmp_path / "mixed_precision.png"
     history = metrics["history"]
 
     # 1,347 training images in micro-batches of 16, four to an optimizer step: 21 per epoch.

@@ -1,9 +1,10 @@
 """Checkpointing with orbax: exact state round trips, bitwise resumes, Flax ``TrainState``.
 
-docs/checkpointing.md is executed here as written: its Python blocks run in order as one script,
-at JAX's default precision as a user runs them, and what they print must match the page. The
-tests below use the functions the page defines: ``save_checkpoint`` and ``restore_checkpoint``
-under the suite's float64 setting, and the page's Flax ``TrainState`` at its own precision.
+docs/checkpointing.md runs as written, pickle forbidden, in tests/docs/test_code_blocks.py (its
+blocks in order as one script, at JAX's default precision as a user runs them, printing what the
+page shows). The tests below use the functions the page defines: ``save_checkpoint`` and
+``restore_checkpoint`` under the suite's float64 setting, and the page's Flax ``TrainState`` at
+its own precision.
 
 Nothing may go through pickle: the checks replace ``pickle``'s entry points with ones that fail,
 and look for pickle files in every checkpoint directory.
@@ -11,10 +12,7 @@ and look for pickle files in every checkpoint directory.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -28,50 +26,10 @@ from flax.training import train_state
 
 import optkit
 from optkit import schedules
+from tests.docs.pages import cached_run, no_pickle
 from tests.support.registry import REGISTRY
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "checkpointing.md"
-_FENCE = re.compile(r"```(\w+)\n(.*?)```", re.DOTALL)
-
-
 # --- helpers ------------------------------------------------------------------------------------
-
-
-class DocBlock(NamedTuple):
-    """A Python block of the page, its first line number, and the output shown right after it."""
-
-    code: str
-    line: int
-    shown_output: str | None
-
-
-def doc_blocks() -> list[DocBlock]:
-    """The page's ``python`` blocks; a ``text`` block right after one is that block's output."""
-    text = DOC.read_text()
-    blocks: list[DocBlock] = []
-    previous_end, previous_lang = 0, None
-    for match in _FENCE.finditer(text):
-        lang, body = match.groups()
-        follows_code = previous_lang == "python" and not text[previous_end : match.start()].strip()
-        if lang == "python":
-            blocks.append(DocBlock(body, text.count("\n", 0, match.start()) + 2, None))
-        elif lang == "text" and follows_code:
-            blocks[-1] = blocks[-1]._replace(shown_output=body)
-        previous_end, previous_lang = match.end(), lang
-    return blocks
-
-
-@contextlib.contextmanager
-def pickle_forbidden():
-    """Make pickle's entry points fail, so that whatever runs inside provably pickles nothing."""
-
-    def refuse(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("pickle was called while saving or restoring a checkpoint")
-
-    with pytest.MonkeyPatch.context() as patch:
-        for name in ("dump", "dumps", "load", "loads"):
-            patch.setattr(f"pickle.{name}", refuse)
-        yield
 
 
 def assert_no_pickle_files(directory: Path) -> None:
@@ -102,36 +60,14 @@ def counts(state: Any) -> list[jax.Array]:
 
 
 @pytest.fixture(scope="module")
-def doc(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Run the page in a fresh directory; return its namespace, plus each block's output under
-    ``"__outputs__"`` and the directory under ``"__workdir__"``."""
-    workdir = tmp_path_factory.mktemp("checkpointing_doc")
-    namespace: dict[str, Any] = {"__name__": "checkpointing_doc"}
-    outputs = []
-    with pytest.MonkeyPatch.context() as patch, pickle_forbidden(), jax.enable_x64(False):
-        patch.chdir(workdir)
-        for block in doc_blocks():
-            # Leading newlines make tracebacks point at the page's own line numbers.
-            code = compile("\n" * (block.line - 1) + block.code, str(DOC), "exec")
-            printed = io.StringIO()
-            with contextlib.redirect_stdout(printed):
-                exec(code, namespace)
-            outputs.append(printed.getvalue())
-    namespace["__outputs__"] = outputs
-    namespace["__workdir__"] = workdir
-    return namespace
+def doc() -> dict[str, Any]:
+    """The page's namespace after its last block, and its working directory under
+    ``"__workdir__"``."""
+    run = cached_run("docs/checkpointing.md")
+    return {**run.blocks[-1].namespace, "__workdir__": run.workdir}
 
 
 # --- the page -----------------------------------------------------------------------------------
-
-
-def test_doc_blocks_print_what_the_page_shows(doc):
-    blocks = doc_blocks()
-    shown = [(b, out) for b, out in zip(blocks, doc["__outputs__"], strict=True) if b.shown_output]
-    assert len(shown) == 4
-    for block, printed in shown:
-        # Whitespace-insensitive: the page wraps long reprs over several lines.
-        assert "".join(printed.split()) == "".join(block.shown_output.split()), block.line
 
 
 def test_doc_checkpoints_are_written_without_pickle(doc):
@@ -338,7 +274,7 @@ def test_state_round_trip_is_exact(case, doc, tmp_path):
     case.check(opt_state)
     assert all(c.dtype == jnp.int32 and int(c) > 0 for c in counts(opt_state))
 
-    with pickle_forbidden():
+    with no_pickle():
         doc["save_checkpoint"](tmp_path / "checkpoint", params, opt_state)
         fresh_tx = case.make_tx()
         restored_params, restored_state = doc["restore_checkpoint"](
@@ -555,7 +491,7 @@ def test_resumed_run_is_bitwise_identical(case, doc, tmp_path):
         case, train_step, params, tx.init(params), range(RESUME_AT)
     )
     path = tmp_path / f"step_{RESUME_AT}"
-    with pickle_forbidden():
+    with no_pickle():
         doc["save_checkpoint"](path, params, saved_state)
         del tx, train_step, params
         # As after a restart: a new optimizer, a new jit, the params' shapes and dtypes only.
@@ -589,7 +525,7 @@ def test_flax_train_state_round_trip(doc):
     with jax.enable_x64(False):
         targets = {"abstract": jax.eval_shape(create, jax.random.key(1))}
         targets["concrete"] = create(jax.random.key(1))
-        with pickle_forbidden(), ocp.StandardCheckpointer() as checkpointer:
+        with no_pickle(), ocp.StandardCheckpointer() as checkpointer:
             restored = {kind: checkpointer.restore(path, t) for kind, t in targets.items()}
         assert_bitwise_equal(doc["restored"].params, restored["abstract"].params)
         for kind, target in targets.items():
