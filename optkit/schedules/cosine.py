@@ -154,7 +154,8 @@ def warmup_cosine_decay(
         warmup_steps: :math:`W`, a non-negative integer (0 starts at the peak).
         decay_steps: :math:`D`, an integer greater than ``warmup_steps``: the count at which
             ``end_value`` is reached.
-        end_value: the final value, any finite number, as in optax (default 0).
+        end_value: the final value, any finite number, as in optax (default 0). As in optax,
+            it has no effect when ``peak_value`` is 0: the decay phase is then 0.
         exponent: :math:`p \ge 0`, the power of the cosine factor (default 1).
 
     Examples:
@@ -177,6 +178,10 @@ def warmup_cosine_decay(
             f"warmup too), got {decay_steps}."
         )
     decay_length = decay_steps - warmup_steps
+    if _validation.is_static_zero(peak_value):
+        # optax scales the decay by peak_value (end_value enters as end / peak), so with a zero
+        # peak the decay phase is 0 whatever end_value says.
+        end_value = 0.0
 
     def schedule(count: jax.Array) -> jax.Array:
         count = as_count(count)

@@ -19,6 +19,7 @@ import unittest
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import jax
 import optax
 
 OPTAX_ROOT = pathlib.Path(optax.__file__).parent
@@ -79,29 +80,52 @@ def contract_case(
     case: type[unittest.TestCase],
     *,
     prefix: str,
-    only: Iterable[str] | None = None,
+    only: Iterable[str] | Callable[[str, Any], bool] | None = None,
     excluded: Iterable[str] = (),
     pending: Iterable[str] = (),
 ) -> type[unittest.TestCase]:
     """A subclass of optax's ``case`` that pytest collects as ``<prefix><case name>``.
 
-    ``only`` (prefixes of method names) selects what runs; ``excluded`` methods are removed (a
-    deliberate difference, listed with its reason by the caller); ``pending`` methods must still
-    fail (``unittest.expectedFailure``: a pass is reported as an unexpected success, a failure
-    of the run). Every name listed must exist, so the lists cannot go stale silently.
+    ``only`` selects what runs: the names of test methods, or a predicate on
+    ``(name, method)`` (absl's generated methods carry their parameters in
+    ``__x_params_repr__``). ``excluded`` methods are removed (a deliberate difference, listed
+    with its reason by the caller); ``pending`` methods must still fail
+    (``unittest.expectedFailure``: a pass is reported as an unexpected success, which fails the
+    run). Every listed name must be a selected test, so the lists cannot go stale silently.
+    Each test runs as optax's suite does, with 64-bit types off (optkit's suite turns them on).
     """
-    names = test_names(case)
+    if only is None:
+        chosen = lambda name, method: True
+    elif callable(only):
+        chosen = only
+    else:
+        wanted = set(only)
+        missing = sorted(wanted - set(test_names(case)))
+        assert not missing, f"{case.__name__}: no such tests {missing}"
+        chosen = lambda name, method: name in wanted
+    names = [n for n in test_names(case) if chosen(n, getattr(case, n))]
     excluded, pending = set(excluded), set(pending)
     unknown = sorted((excluded | pending) - set(names))
-    assert not unknown, f"{case.__name__}: no such tests {unknown}"
-    overrides: dict[str, Any] = {"__test__": True}
-    for method in names:
-        selected = only is None or any(method.startswith(p) for p in only)
-        if method in excluded or not selected:
+    assert not unknown, f"{case.__name__}: no such selected tests {unknown}"
+
+    def set_up(self: unittest.TestCase) -> None:
+        x64 = jax.enable_x64(False)
+        x64.__enter__()
+        self.addCleanup(x64.__exit__, None, None, None)
+        case.setUp(self)
+
+    overrides: dict[str, Any] = {"setUp": set_up}
+    for method in test_names(case):
+        if method in excluded or method not in names:
             overrides[method] = None
         elif method in pending:
             overrides[method] = unittest.expectedFailure(getattr(case, method))
     return type(prefix + case.__name__, (case,), overrides)
+
+
+def selected_count(case: type[unittest.TestCase]) -> int:
+    """How many tests a :func:`contract_case` class runs."""
+    return len(test_names(case))
 
 
 def optkit_claims() -> dict[str, dict[str, Any]]:
