@@ -152,15 +152,17 @@ def optkit_claims() -> dict[str, dict[str, Any]]:
     }
     aliases = {
         name: getattr(optkit, name)
-        for name in (
-            "adadelta adafactor adagrad adam adamax adamw lbfgs nadam radam rmsprop rprop sgd"
-        ).split()
+        for name in [
+            *("adadelta", "adafactor", "adagrad", "adam", "adamax", "adamw"),
+            *("lbfgs", "nadam", "radam", "rmsprop", "rprop", "sgd"),
+        ]
     }
     scalers = {
         name: getattr(optkit, name)
-        for name in (
-            "scale scale_by_learning_rate scale_by_adam trace TraceState ScaleByAdamState"
-        ).split()
+        for name in [
+            *("scale", "scale_by_learning_rate", "scale_by_adam"),
+            *("trace", "TraceState", "ScaleByAdamState"),
+        ]
     }
     inject = {
         "inject_hyperparams": optkit.inject_hyperparams,

@@ -98,9 +98,10 @@ PENDING_API = {
 # --- the modules ---------------------------------------------------------------------------------
 
 # (module, class, tests selected: None for all, method names, or a predicate)
-_CLAIMED_OPTIMIZERS = set(
-    "adadelta adafactor adagrad adam adamax adamw lbfgs nadam radam rmsprop rprop sgd sgd_mom".split()
-)
+_CLAIMED_OPTIMIZERS = {
+    *("adadelta", "adafactor", "adagrad", "adam", "adamax", "adamw", "lbfgs"),
+    *("nadam", "radam", "rmsprop", "rprop", "sgd", "sgd_mom"),
+}
 
 
 def _claimed_optimizer(name: str, method) -> bool:
