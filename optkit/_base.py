@@ -218,17 +218,22 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     """Return ``params + updates``, leaf by leaf.
 
     Each sum is computed in the promoted dtype of the two leaves and cast back to the param's
-    dtype, so bfloat16 params with float32 updates stay bfloat16. ``None`` leaves in ``params``
-    (e.g. frozen entries) stay ``None``.
+    dtype, so bfloat16 params with float32 updates stay bfloat16. As in optax, ``None`` leaves
+    in ``params`` (e.g. frozen entries) stay ``None``, whatever their update; a ``None`` update
+    (no update for that leaf, as :func:`add_decayed_weights` passes one through) leaves its
+    param as it is.
 
     Raises:
         ValueError: if the two trees differ in structure or a leaf's shape; the message names the
             path.
     """
-    _tree.check_match(params, updates, "apply_updates", "params", "updates")
+    rows = _tree.matched_rows(params, updates, "apply_updates", "params", "updates")
+    present = [p is not None and u is not None for _, p, u in rows]
+    return _add(params, updates, select=present, is_leaf=_is_none)
 
-    present = [p is not None for p in jax.tree.leaves(params, is_leaf=lambda x: x is None)]
-    return _add(params, updates, select=present, is_leaf=lambda x: x is None)
+
+def _is_none(x: Any) -> bool:
+    return x is None
 
 
 @leaf_kernel

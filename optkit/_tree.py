@@ -101,6 +101,41 @@ def check_match(
             )
 
 
+def _is_none(x: Any) -> bool:
+    return x is None
+
+
+def matched_rows(
+    expected: Any, actual: Any, where: str, expected_name: str, actual_name: str
+) -> list[tuple[str, Any, Any]]:
+    """The leaves of two trees side by side, ``None`` counting as a leaf on either side:
+    ``(path, expected_leaf, actual_leaf)`` in flattening order.
+
+    For the functions that let ``None`` stand for "nothing here" (optax's convention for frozen
+    or absent entries). Raises like :func:`check_match` when the structures differ, or when two
+    leaves that are both present differ in shape.
+    """
+    treedef = jax.tree.structure(expected, is_leaf=_is_none)
+    if jax.tree.structure(actual, is_leaf=_is_none) != treedef:
+        check_match(expected, actual, where, expected_name, actual_name)
+        raise ValueError(
+            f"{where}: the {actual_name} tree does not match the {expected_name} tree: "
+            f"{expected_name} is {treedef}, {actual_name} is "
+            f"{jax.tree.structure(actual, is_leaf=_is_none)}."
+        )
+    paths = [path_str(path) for path, _ in jax.tree_util.tree_leaves_with_path(expected, _is_none)]
+    rows = list(
+        zip(paths, treedef.flatten_up_to(expected), treedef.flatten_up_to(actual), strict=True)
+    )
+    for path, e, a in rows:
+        if e is not None and a is not None and np.shape(e) != np.shape(a):
+            raise ValueError(
+                f"{where}: leaf {path!r} has shape {np.shape(a)} in {actual_name} but "
+                f"{np.shape(e)} in {expected_name}."
+            )
+    return rows
+
+
 def zeros_like(params: Any, dtype: Any = None) -> Any:
     """A tree of zeros shaped like ``params``, in each leaf's dtype unless ``dtype`` is given.
 
@@ -218,17 +253,60 @@ def broadcast_prefix(prefix: Any, tree: Any, where: str, what: str) -> Any:
         ) from None
 
 
+def mask_is_function(mask: Any) -> bool:
+    """Whether ``mask`` is a function of the params rather than a mask tree.
+
+    A callable pytree (an equinox ``Module`` holding bools, a registered dataclass with
+    ``__call__``) is a mask tree: it is a function only when every leaf of it is callable, which
+    is true of a plain function (its own single leaf). optax decides the same way.
+    """
+    if not callable(mask):
+        return False
+    leaves = jax.tree.leaves(mask)
+    return not leaves or all(callable(leaf) for leaf in leaves)
+
+
+def _mask_value(value: Any, path: str, where: str) -> bool:
+    """One mask entry as a Python bool: a Python or NumPy bool, a 0/1 integer, or a concrete
+    0-d JAX or NumPy array of either."""
+    concrete = isinstance(value, jax.Array | np.ndarray) and not isinstance(value, jax.core.Tracer)
+    if (
+        concrete
+        and np.ndim(value) == 0
+        and (np.issubdtype(value.dtype, np.bool_) or np.issubdtype(value.dtype, np.integer))
+    ):
+        value = value.item()
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        if value in (0, 1):
+            return bool(value)
+        raise ValueError(
+            f"{where}: mask entry {path!r} is {value!r}, expected a bool (or 0/1): a mask only "
+            "selects leaves, it does not weight them."
+        )
+    shown = type(value).__name__
+    if isinstance(value, jax.Array | np.ndarray):
+        shown = f"an array of shape {np.shape(value)} and dtype {value.dtype}"
+        if isinstance(value, jax.core.Tracer):
+            shown = "a traced value"
+    raise TypeError(
+        f"{where}: mask entry {path!r} is {shown}, expected a bool (True, False, 0 or 1, a NumPy "
+        "or JAX bool): the mask decides at trace time which leaves are selected."
+    )
+
+
 def resolve_mask(mask: Any, tree: Any, where: str) -> Any:
     """A tree of Python bools with ``tree``'s structure, from a mask, a prefix of one, or a
-    function of ``tree`` returning either."""
-    full = broadcast_prefix(mask(tree) if callable(mask) else mask, tree, where, "mask")
-    for path, leaf in leaves_with_paths(full):
-        if not isinstance(leaf, bool | np.bool_):
-            raise TypeError(
-                f"{where}: mask entry {path!r} is {type(leaf).__name__}, expected a Python bool "
-                "(the mask decides at trace time which leaves are selected)."
-            )
-    return jax.tree.map(bool, full)
+    function of ``tree`` returning either (see :func:`mask_is_function`).
+
+    Entries may be Python or NumPy bools, 0/1 integers, or concrete 0-d JAX/NumPy bool or
+    integer arrays; anything else is an error naming the entry.
+    """
+    given = mask(tree) if mask_is_function(mask) else mask
+    full = broadcast_prefix(given, tree, where, "mask")
+    values = [_mask_value(leaf, path, where) for path, leaf in leaves_with_paths(full)]
+    return jax.tree.structure(full).unflatten(values)
 
 
 def _replicated_placement(params: Any) -> jax.sharding.Sharding | None:

@@ -304,3 +304,33 @@ def function(name: str, value: Any) -> Callable[..., Any]:
     if not callable(value):
         raise TypeError(f"{name} must be callable, got {type(value).__name__} {value!r}.")
     return value
+
+
+def state_dtype(name: str, dtype: Any) -> np.dtype | None:
+    """Check a state buffer's dtype (``mu_dtype``, ``accumulator_dtype``) and return it as a NumPy
+    dtype, or ``None`` (the param's dtype) when it is ``None``.
+
+    Only floating (or complex) dtypes hold a moment or a momentum buffer: an integer or bool
+    buffer would truncate every step to nothing, silently.
+    """
+    if dtype is None:
+        return None
+    try:
+        resolved = jax.numpy.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name} must be a dtype (e.g. jnp.bfloat16), got {dtype!r}.") from None
+    if not jax.numpy.issubdtype(resolved, jax.numpy.inexact):
+        raise ValueError(
+            f"{name} must be a floating dtype (float32, bfloat16, ...), got {resolved}: an "
+            "integer or bool buffer would truncate the optimizer's state to nothing."
+        )
+    return resolved
+
+
+def finite(name: str, value: Any) -> Any:
+    """Check ``value`` is a finite real number, of any sign: a schedule's end value (optax's
+    ``end_value``, torch's ``eta_min``), which may sit below zero or above the start."""
+    number = concrete_scalar(name, value)
+    if number is not None and not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {value!r}.")
+    return value

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import jax
 
 from optkit import _tree
-from optkit._base import GradientTransformation, OptState, Params, Updates
+from optkit._base import GradientTransformation, OptState, Params, Updates, takes_extra_args
 
 
 class MaskedNode(NamedTuple):
@@ -36,19 +36,55 @@ def _prune(tree: Any, mask: Any) -> Any:
     return jax.tree.map(lambda keep, leaf: leaf if keep else MaskedNode(), mask, tree)
 
 
+def is_params_placeholder(params: Any) -> bool:
+    """Whether ``init`` is being called by ``optax.tree.map_params`` (a.k.a.
+    ``optax.tree_utils.tree_map_params``), which passes a leafless placeholder to find where the
+    state holds copies of the params. There is no mask to apply to it: the placeholder goes to the
+    inner ``init`` as it is, as in optax. Checked by name: optkit does not import optax."""
+    cls = type(params)
+    return cls.__name__ == "_ParamsPlaceholder" and cls.__module__.startswith("optax")
+
+
+def _prune_extra_args(
+    extra_args: dict[str, Any], updates: Updates, mask: Any, enabled: bool
+) -> dict[str, Any]:
+    """With ``mask_compatible_extra_args``, prune the extra arguments shaped like the updates."""
+    if not enabled:
+        return extra_args
+    structure = jax.tree.structure(updates)
+    return {
+        name: _prune(value, mask) if jax.tree.structure(value) == structure else value
+        for name, value in extra_args.items()
+    }
+
+
+# optax's private name for the same test, kept so optax's own tests run against optkit.
+mask_is_function = _tree.mask_is_function
+
+
 def masked(
-    inner: GradientTransformation, mask: Any | Callable[[Params], Any]
+    inner: GradientTransformation,
+    mask: Any | Callable[[Params], Any],
+    *,
+    mask_compatible_extra_args: bool = False,
 ) -> GradientTransformation:
     """Apply ``inner`` to the leaves where ``mask`` is ``True``; pass the others through.
 
     ``inner`` is initialized on, and its state holds, only the selected leaves (the others are
     :class:`MaskedNode` placeholders), so a transform applied to a small part of a large model
-    costs state for that part alone. Same semantics as ``optax.masked``.
+    costs state for that part alone. Same semantics as ``optax.masked``: extra keyword
+    arguments of ``update`` reach ``inner`` only when its ``update`` accepts them (as in
+    :func:`chain`), and ``optax.tree.map_params`` works on the state.
 
     Args:
         inner: the transform to apply to the selected leaves.
-        mask: a pytree of Python bools with the params' structure (or a prefix of it), or a
-            function from the params (at ``init``) or updates (at ``update``) to one.
+        mask: a pytree of bools (Python, NumPy or 0-d JAX bools, or the integers 0 and 1) with
+            the params' structure or a prefix of it, or a function from the params (at
+            ``init``) or updates (at ``update``) to one. A callable pytree such as an equinox
+            ``Module`` holding bools is a mask, not a function. Any other entry is an error
+            naming it.
+        mask_compatible_extra_args: also prune the extra arguments of ``update`` that have the
+            updates' structure (per-leaf tags), as optax's keyword of the same name.
 
     Examples:
         >>> import jax.numpy as jnp, optkit
@@ -59,7 +95,11 @@ def masked(
         (Array([-0.5, -0.5], dtype=float32), Array([1., 1.], dtype=float32))
     """
 
+    forwards_extra = takes_extra_args(inner)
+
     def init(params: Params) -> MaskedState:
+        if is_params_placeholder(params):
+            return MaskedState(inner_state=inner.init(params))
         selected = _tree.resolve_mask(mask, params, "masked")
         return MaskedState(inner_state=inner.init(_prune(params, selected)))
 
@@ -70,9 +110,15 @@ def masked(
             _tree.check_match(params, updates, "masked", "params", "updates")
         selected = _tree.resolve_mask(mask, updates, "masked")
         inner_params = None if params is None else _prune(params, selected)
-        inner_updates, inner_state = inner.update(
-            _prune(updates, selected), state.inner_state, inner_params, **extra_args
-        )
+        if forwards_extra:
+            extra = _prune_extra_args(extra_args, updates, selected, mask_compatible_extra_args)
+            inner_updates, inner_state = inner.update(
+                _prune(updates, selected), state.inner_state, inner_params, **extra
+            )
+        else:
+            inner_updates, inner_state = inner.update(
+                _prune(updates, selected), state.inner_state, inner_params
+            )
         merged = jax.tree.map(
             lambda keep, new, old: new if keep else old,
             selected,
@@ -86,14 +132,20 @@ def masked(
 
 
 def partition(
-    transforms: Mapping[Hashable, GradientTransformation], labels: Any | Callable[[Params], Any]
+    transforms: Mapping[Hashable, GradientTransformation],
+    param_labels: Any | Callable[[Params], Any],
+    *,
+    mask_compatible_extra_args: bool = False,
 ) -> GradientTransformation:
-    """Route each leaf to the transform named by its label. Same semantics as ``optax.partition``.
+    """Route each leaf to the transform named by its label. Same semantics and arguments as
+    ``optax.partition``: extra keyword arguments of ``update`` reach only the transforms whose
+    ``update`` accepts them, and ``optax.tree.map_params`` works on the state.
 
     Args:
         transforms: a mapping from label to transform.
-        labels: a pytree of labels with the params' structure (or a prefix of it), or a function
-            of the params returning one. Every label must be a key of ``transforms``.
+        param_labels: a pytree of labels with the params' structure (or a prefix of it), or a
+            function of the params returning one. Every label must be a key of ``transforms``.
+        mask_compatible_extra_args: as in :func:`masked`.
 
     Examples:
         >>> import jax.numpy as jnp, optkit
@@ -108,7 +160,7 @@ def partition(
     transforms = dict(transforms)
 
     def masks(tree: Any) -> dict[Hashable, Any]:
-        given = labels(tree) if callable(labels) else labels
+        given = param_labels(tree) if _tree.mask_is_function(param_labels) else param_labels
         full = _tree.broadcast_prefix(given, tree, "partition", "labels")
         unknown = sorted(
             {
@@ -124,18 +176,22 @@ def partition(
             )
         return {key: jax.tree.map(lambda label, key=key: label == key, full) for key in transforms}
 
+    def wrapped(key: Hashable, mask: Any) -> GradientTransformation:
+        return masked(transforms[key], mask, mask_compatible_extra_args=mask_compatible_extra_args)
+
     def init(params: Params) -> PartitionState:
+        if is_params_placeholder(params):
+            return PartitionState({key: wrapped(key, None).init(params) for key in transforms})
         return PartitionState(
             inner_states={
-                key: masked(transforms[key], mask).init(params)
-                for key, mask in masks(params).items()
+                key: wrapped(key, mask).init(params) for key, mask in masks(params).items()
             }
         )
 
     def update(updates: Updates, state: PartitionState, params: Params | None = None, **extra_args):
         new_states = {}
         for key, mask in masks(updates).items():
-            updates, new_states[key] = masked(transforms[key], mask).update(
+            updates, new_states[key] = wrapped(key, mask).update(
                 updates, state.inner_states[key], params, **extra_args
             )
         return updates, PartitionState(inner_states=new_states)

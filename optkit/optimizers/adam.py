@@ -22,7 +22,7 @@ class ScaleByAdamState(NamedTuple):
     count: jax.Array
     mu: Updates
     nu: Updates
-    nu_max: Updates | None
+    nu_max: Updates | None = None
 
     # Buffers that are never negative: quantize_state stores them with an unsigned map.
     non_negative_fields = ("nu", "nu_max")
@@ -149,7 +149,8 @@ def scale_by_adam(
         eps: added to the denominator, outside the square root (``>= 0``).
         eps_root: added inside the square root (``>= 0``); useful when differentiating through.
         amsgrad: keep the running maximum of the second moment.
-        mu_dtype: dtype of the first moment; the parameter's dtype when ``None``.
+        mu_dtype: dtype of the first moment (a floating dtype, e.g. ``jnp.bfloat16`` to halve
+            its memory); the parameter's dtype when ``None``. As optax's ``mu_dtype``.
 
     Examples:
         >>> import jax.numpy as jnp, optkit
@@ -166,8 +167,7 @@ def scale_by_adam(
         (True, False): _amsgrad,
         (True, True): _amsgrad_eps_root,
     }[amsgrad, with_eps_root]
-    if mu_dtype is not None:
-        mu_dtype = jnp.dtype(mu_dtype)
+    mu_dtype = _validation.state_dtype("mu_dtype", mu_dtype)
 
     def init(params: Params) -> ScaleByAdamState:
         return ScaleByAdamState(
@@ -210,6 +210,7 @@ def adam(
     amsgrad: bool = False,
     *,
     maximize: bool = False,
+    mu_dtype: Any = None,
 ) -> GradientTransformation:
     r"""Adam with L2 weight decay. Same math and defaults as ``torch.optim.Adam``.
 
@@ -236,6 +237,8 @@ def adam(
             For decoupled decay use :func:`adamw`.
         amsgrad: use the running maximum of the second moment.
         maximize: ascend the objective instead of descending it.
+        mu_dtype: dtype of the first moment, a floating dtype (optax's ``mu_dtype``); the
+            parameter's dtype when ``None`` (torch's, and the default).
 
     Examples:
         >>> import jax, jax.numpy as jnp, optkit
@@ -256,7 +259,7 @@ def adam(
     transform = chain_present(
         maybe_negate(maximize),
         maybe_l2_decay(weight_decay),
-        scale_by_adam(b1=b1, b2=b2, eps=eps, amsgrad=amsgrad),
+        scale_by_adam(b1=b1, b2=b2, eps=eps, amsgrad=amsgrad, mu_dtype=mu_dtype),
         scale_by_learning_rate(learning_rate),
     )
     return described(
@@ -269,6 +272,7 @@ def adam(
         weight_decay=weight_decay,
         amsgrad=amsgrad,
         maximize=maximize,
+        mu_dtype=mu_dtype,
     )
 
 
@@ -282,6 +286,7 @@ def adamw(
     *,
     maximize: bool = False,
     mask: Mask | None = None,
+    mu_dtype: Any = None,
 ) -> GradientTransformation:
     r"""Adam with decoupled weight decay. Same math and defaults as ``torch.optim.AdamW``.
 
@@ -306,6 +311,8 @@ def adamw(
         maximize: ascend the objective instead of descending it.
         mask: which leaves are decayed (a bool pytree, a prefix of one, or a function of the
             params returning one); all when ``None``.
+        mu_dtype: dtype of the first moment, a floating dtype (optax's ``mu_dtype``); the
+            parameter's dtype when ``None`` (torch's, and the default).
 
     Examples:
         >>> import jax.numpy as jnp, optkit
@@ -321,7 +328,7 @@ def adamw(
     _validation.hyperparameters(learning_rate=learning_rate, weight_decay=weight_decay)
     transform = chain_present(
         maybe_negate(maximize),
-        scale_by_adam(b1=b1, b2=b2, eps=eps, amsgrad=amsgrad),
+        scale_by_adam(b1=b1, b2=b2, eps=eps, amsgrad=amsgrad, mu_dtype=mu_dtype),
         maybe_decayed_weights(weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     )
@@ -336,4 +343,5 @@ def adamw(
         amsgrad=amsgrad,
         maximize=maximize,
         mask=mask,
+        mu_dtype=mu_dtype,
     )

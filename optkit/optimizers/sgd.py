@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from optkit import _validation
 from optkit._base import GradientTransformation, Scalar, ScalarOrSchedule
 from optkit.optimizers._compose import chain_present, described, maybe_l2_decay, maybe_negate
@@ -11,12 +13,13 @@ from optkit.transforms.scaling import scale_by_learning_rate
 
 def sgd(
     learning_rate: ScalarOrSchedule = 1e-3,
-    momentum: Scalar = 0.0,
+    momentum: Scalar | None = 0.0,
     dampening: Scalar = 0.0,
     weight_decay: Scalar = 0.0,
     nesterov: bool = False,
     *,
     maximize: bool = False,
+    accumulator_dtype: Any = None,
 ) -> GradientTransformation:
     r"""Stochastic gradient descent, optionally with momentum. Same math and defaults as
     ``torch.optim.SGD``.
@@ -34,11 +37,14 @@ def sgd(
     Args:
         learning_rate: :math:`\gamma`, a number or a schedule of the 0-based update count
             (torch's ``lr``; default ``1e-3``).
-        momentum: :math:`\mu \ge 0` (default 0: no momentum buffer).
+        momentum: :math:`\mu \ge 0` (default 0: no momentum buffer). ``None`` means the same
+            (optax's spelling of "no momentum").
         dampening: :math:`\tau` in ``[0, 1]`` (default 0).
         weight_decay: L2 coefficient :math:`\lambda \ge 0` (default 0).
         nesterov: Nesterov momentum; needs ``momentum > 0`` and ``dampening == 0``.
         maximize: ascend the objective instead of descending it.
+        accumulator_dtype: dtype of the momentum buffer, a floating dtype (optax's
+            ``accumulator_dtype``); the parameter's dtype when ``None`` (torch's).
 
     Examples:
         >>> import jax, jax.numpy as jnp, optkit
@@ -57,6 +63,8 @@ def sgd(
         Sutskever et al., `On the importance of initialization and momentum in deep learning
         <https://proceedings.mlr.press/v28/sutskever13.html>`_, 2013 (Nesterov momentum).
     """
+    if momentum is None:  # optax's "no momentum": torch's momentum=0
+        momentum = 0.0
     _validation.hyperparameters(
         learning_rate=learning_rate,
         momentum=momentum,
@@ -65,10 +73,13 @@ def sgd(
     )
     nesterov = _validation.boolean("nesterov", nesterov)
     check_nesterov(momentum, dampening, nesterov)
+    _validation.state_dtype("accumulator_dtype", accumulator_dtype)
     transform = chain_present(
         maybe_negate(maximize),
         maybe_l2_decay(weight_decay),
-        None if _validation.is_static_zero(momentum) else trace(momentum, dampening, nesterov),
+        None
+        if _validation.is_static_zero(momentum)
+        else trace(momentum, dampening, nesterov, accumulator_dtype),
         scale_by_learning_rate(learning_rate),
     )
     return described(
@@ -80,4 +91,5 @@ def sgd(
         weight_decay=weight_decay,
         nesterov=nesterov,
         maximize=maximize,
+        accumulator_dtype=accumulator_dtype,
     )

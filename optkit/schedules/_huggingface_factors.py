@@ -89,7 +89,7 @@ def cosine_with_restarts(
 def polynomial(
     learning_rate: float, warmup: int, total: int, *, lr_end: float = 1e-7, power: float = 1.0
 ) -> Factor:
-    _validation.non_negative("lr_end", lr_end)
+    _validation.finite("lr_end", lr_end)
     _validation.non_negative("power", power)
     lr_end, power = float(lr_end), float(power)
     if not learning_rate > lr_end:
@@ -145,7 +145,7 @@ def _min_lr_rate(learning_rate: float, min_lr: float | None, min_lr_rate: float 
     if min_lr is not None and min_lr_rate is not None:
         raise ValueError("Only one of min_lr or min_lr_rate should be set, got both.")
     if min_lr is not None:
-        _validation.non_negative("min_lr", min_lr)
+        _validation.finite("min_lr", min_lr)
         if learning_rate == 0:
             raise ValueError("min_lr needs a nonzero learning_rate: it sets min_lr / lr.")
         return float(min_lr) / learning_rate
@@ -154,7 +154,7 @@ def _min_lr_rate(learning_rate: float, min_lr: float | None, min_lr_rate: float 
             "One of min_lr or min_lr_rate should be set through scheduler_specific_kwargs "
             "(the Trainer's lr_scheduler_kwargs)."
         )
-    return float(_validation.scalar("min_lr_rate", min_lr_rate, low=0.0, high=1.0))
+    return float(_validation.finite("min_lr_rate", min_lr_rate))
 
 
 def cosine_with_min_lr(
@@ -240,7 +240,7 @@ def warmup_stable_decay(
         stable = _validation.non_negative_int("num_stable_steps", num_stable_steps)
     _validation.one_of("warmup_type", warmup_type, _WARMUP_STABLE_DECAY_SHAPES)
     _validation.one_of("decay_type", decay_type, _WARMUP_STABLE_DECAY_SHAPES)
-    ratio = float(_validation.scalar("min_lr_ratio", min_lr_ratio, high=1.0))
+    ratio = float(_validation.finite("min_lr_ratio", min_lr_ratio))
     _validation.non_negative("num_cycles", num_cycles)
 
     def rising(progress: jax.Array) -> jax.Array:

@@ -33,7 +33,8 @@ def cosine_annealing_lr(learning_rate: Scalar, T_max: int, eta_min: Scalar = 0.0
     Args:
         learning_rate: the initial (maximum) learning rate :math:`\eta_0 \ge 0`.
         T_max: the half period :math:`T_{\max}`, a positive integer.
-        eta_min: the minimum learning rate :math:`\eta_{\min} \ge 0` (default 0).
+        eta_min: the minimum learning rate :math:`\eta_{\min}`, any finite number, as in torch
+            (default 0).
 
     Examples:
         >>> import jax.numpy as jnp
@@ -45,7 +46,7 @@ def cosine_annealing_lr(learning_rate: Scalar, T_max: int, eta_min: Scalar = 0.0
     """
     _validation.non_negative("learning_rate", learning_rate)
     T_max = _validation.positive_int("T_max", T_max)
-    _validation.non_negative("eta_min", eta_min)
+    _validation.finite("eta_min", eta_min)
 
     def schedule(count: jax.Array) -> jax.Array:
         # Distance to the nearest minimum, in [0, T_max]: the cosine is symmetric about it.
@@ -86,7 +87,8 @@ def cosine_annealing_warm_restarts(
         learning_rate: the learning rate :math:`\eta_0 \ge 0` at every restart.
         T_0: the length of the first cycle, a positive integer.
         T_mult: the growth factor of the cycle length, an integer >= 1 (default 1).
-        eta_min: the minimum learning rate :math:`\eta_{\min} \ge 0` (default 0).
+        eta_min: the minimum learning rate :math:`\eta_{\min}`, any finite number, as in torch
+            (default 0).
 
     Examples:
         >>> import jax.numpy as jnp
@@ -99,7 +101,7 @@ def cosine_annealing_warm_restarts(
     _validation.non_negative("learning_rate", learning_rate)
     T_0 = _validation.positive_int("T_0", T_0)
     T_mult = _validation.positive_int("T_mult", T_mult)
-    _validation.non_negative("eta_min", eta_min)
+    _validation.finite("eta_min", eta_min)
     starts, lengths = _restart_table(T_0, T_mult) if T_mult > 1 else ([0], [T_0])
 
     def cycle_position(count: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -152,7 +154,8 @@ def warmup_cosine_decay(
         warmup_steps: :math:`W`, a non-negative integer (0 starts at the peak).
         decay_steps: :math:`D`, an integer greater than ``warmup_steps``: the count at which
             ``end_value`` is reached.
-        end_value: the final value (>= 0, default 0).
+        end_value: the final value, any finite number, as in optax (default 0). As in optax,
+            it has no effect when ``peak_value`` is 0: the decay phase is then 0.
         exponent: :math:`p \ge 0`, the power of the cosine factor (default 1).
 
     Examples:
@@ -165,7 +168,7 @@ def warmup_cosine_decay(
     """
     _validation.non_negative("init_value", init_value)
     _validation.non_negative("peak_value", peak_value)
-    _validation.non_negative("end_value", end_value)
+    _validation.finite("end_value", end_value)
     _validation.non_negative("exponent", exponent)
     warmup_steps = _validation.non_negative_int("warmup_steps", warmup_steps)
     decay_steps = _validation.positive_int("decay_steps", decay_steps)
@@ -175,6 +178,10 @@ def warmup_cosine_decay(
             f"warmup too), got {decay_steps}."
         )
     decay_length = decay_steps - warmup_steps
+    if _validation.is_static_zero(peak_value):
+        # optax scales the decay by peak_value (end_value enters as end / peak), so with a zero
+        # peak the decay phase is 0 whatever end_value says.
+        end_value = 0.0
 
     def schedule(count: jax.Array) -> jax.Array:
         count = as_count(count)

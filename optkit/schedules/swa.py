@@ -53,7 +53,8 @@ def swa_lr(
 
     Args:
         learning_rate: the learning rate :math:`\eta_0 \ge 0` annealing starts from.
-        swa_lr: the learning rate :math:`\eta_{swa} \ge 0` annealing ends at and then holds.
+        swa_lr: the learning rate :math:`\eta_{swa}` annealing ends at and then holds, any
+            finite number, as in torch.
         anneal_epochs: :math:`A`, the length of the annealing in updates, an integer >= 0
             (default 10).
         anneal_strategy: ``"cos"`` (default) or ``"linear"``.
@@ -70,7 +71,7 @@ def swa_lr(
         <https://arxiv.org/abs/1803.05407>`_, 2018.
     """
     _validation.non_negative("learning_rate", learning_rate)
-    _validation.non_negative("swa_lr", swa_lr)
+    _validation.finite("swa_lr", swa_lr)
     anneal_epochs = _validation.non_negative_int("anneal_epochs", anneal_epochs)
     _validation.one_of("anneal_strategy", anneal_strategy, ANNEAL_STRATEGIES)
     length = max(1, anneal_epochs)

@@ -13,7 +13,8 @@ from optkit._kernel import leaf_kernel
 
 
 class TraceState(NamedTuple):
-    """The update count and the momentum buffer (one per param leaf, in the param's dtype)."""
+    """The update count and the momentum buffer (one per param leaf, in the param's dtype unless
+    ``accumulator_dtype`` says otherwise)."""
 
     count: jax.Array
     trace: Updates
@@ -66,6 +67,7 @@ def trace(
     decay: Scalar,
     dampening: Scalar = 0.0,
     nesterov: bool = False,
+    accumulator_dtype: Any = None,
 ) -> GradientTransformation:
     r"""Accumulate a momentum buffer, exactly as ``torch.optim.SGD`` does.
 
@@ -79,6 +81,8 @@ def trace(
         decay: the momentum coefficient :math:`\mu \ge 0`.
         dampening: :math:`\tau` in ``[0, 1]``, the share of the gradient held back.
         nesterov: use Nesterov momentum (requires ``decay > 0`` and ``dampening == 0``).
+        accumulator_dtype: dtype of the momentum buffer, a floating dtype (optax's
+            ``accumulator_dtype``); the parameter's dtype when ``None`` (torch's).
 
     Examples:
         >>> import jax.numpy as jnp, optkit
@@ -94,9 +98,13 @@ def trace(
     check_nesterov(decay, dampening, nesterov)
     static_decay = _validation.static_number(decay)
     undampened = _validation.is_static_zero(dampening)
+    accumulator_dtype = _validation.state_dtype("accumulator_dtype", accumulator_dtype)
 
     def init(params: Params) -> TraceState:
-        return TraceState(count=_numerics.zero_count(params), trace=_tree.zeros_like(params))
+        return TraceState(
+            count=_numerics.zero_count(params),
+            trace=_tree.zeros_like(params, dtype=accumulator_dtype),
+        )
 
     def update(
         updates: Updates, state: TraceState, params: Params | None = None, **extra_args: Any

@@ -23,6 +23,10 @@ Mask = Any | Callable[[Params], Any]
 returning one. ``True`` marks the leaves to decay."""
 
 
+def _is_none(x: Any) -> bool:
+    return x is None
+
+
 @leaf_kernel
 def _add_decay(update: jax.Array, param: jax.Array, *, weight_decay: Any) -> jax.Array:
     return update + weight_decay * param
@@ -34,9 +38,27 @@ def _add_scaled_params(where: str, weight_decay: Any, mask: Mask | None) -> Grad
 
     def decay_tree(updates: Updates, params: Params | None) -> Updates:
         params = require_params(params, where)
-        _tree.check_match(params, updates, where, "params", "updates")
-        select = None if mask is None else jax.tree.leaves(_tree.resolve_mask(mask, params, where))
-        return _add_decay(updates, params, select=select, weight_decay=weight_decay)
+        if updates is None:  # optax's "no updates at all" passes through
+            return None
+        rows = _tree.matched_rows(params, updates, where, "params", "updates")
+        absent = [path for path, param, update in rows if param is None and update is not None]
+        if absent:
+            raise ValueError(
+                f"{where}: params {_tree.listed(absent)} are None but have updates: there is "
+                "no weight to decay. Pass the params, or None updates for those leaves."
+            )
+        selected = iter(
+            [True] * len(jax.tree.leaves(params))
+            if mask is None
+            else jax.tree.leaves(_tree.resolve_mask(mask, params, where))
+        )
+        # None updates (optax's "no update here") pass through as None.
+        select = [
+            param is not None and next(selected) and update is not None for _, param, update in rows
+        ]
+        return _add_decay(
+            updates, params, select=select, weight_decay=weight_decay, is_leaf=_is_none
+        )
 
     return stateless(decay_tree)
 

@@ -40,6 +40,7 @@ BASE = {
 
 NEGATIVE = r"must be in \[0.0, inf\]"
 POSITIVE = r"must be in \(0.0, inf\]"
+FINITE = "must be a finite number"
 POSITIVE_INT = "must be a positive integer"
 
 # (schedule, argument, bad value, error type, message pattern after the argument's name)
@@ -73,11 +74,11 @@ BAD = [
     ("polynomial_lr", "power", -1.0, ValueError, NEGATIVE),
     ("cosine_annealing_lr", "T_max", 0, ValueError, POSITIVE_INT),
     ("cosine_annealing_lr", "T_max", 10.0, ValueError, POSITIVE_INT),
-    ("cosine_annealing_lr", "eta_min", -1e-3, ValueError, NEGATIVE),
+    ("cosine_annealing_lr", "eta_min", math.inf, ValueError, FINITE),
     ("cosine_annealing_warm_restarts", "T_0", 0, ValueError, POSITIVE_INT),
     ("cosine_annealing_warm_restarts", "T_mult", 0, ValueError, POSITIVE_INT),
     ("cosine_annealing_warm_restarts", "T_mult", 1.5, ValueError, POSITIVE_INT),
-    ("cosine_annealing_warm_restarts", "eta_min", -1.0, ValueError, NEGATIVE),
+    ("cosine_annealing_warm_restarts", "eta_min", math.nan, ValueError, FINITE),
     ("cyclic_lr", "base_lr", -0.1, ValueError, NEGATIVE),
     ("cyclic_lr", "max_lr", -0.1, ValueError, NEGATIVE),
     ("cyclic_lr", "step_size_up", 0, ValueError, POSITIVE_INT),
@@ -109,14 +110,14 @@ BAD = [
     ("one_cycle_momentum", "anneal_strategy", "exp", ValueError, "must be one of 'cos', 'linear'"),
     ("one_cycle_momentum", "three_phase", 1, TypeError, "must be a bool"),
     ("lambda_lr", "lr_lambda", 0.5, TypeError, "must be callable"),
-    ("swa_lr", "swa_lr", -0.01, ValueError, NEGATIVE),
-    ("swa_lr", "swa_lr", math.nan, ValueError, NEGATIVE),
+    ("swa_lr", "swa_lr", -math.inf, ValueError, FINITE),
+    ("swa_lr", "swa_lr", math.nan, ValueError, FINITE),
     ("swa_lr", "anneal_epochs", -1, ValueError, "must be a non-negative integer"),
     ("swa_lr", "anneal_epochs", 2.0, ValueError, "must be a non-negative integer"),
     ("swa_lr", "anneal_strategy", "exp", ValueError, "must be one of 'cos', 'linear'"),
     ("warmup_cosine_decay", "init_value", -1.0, ValueError, NEGATIVE),
     ("warmup_cosine_decay", "peak_value", -1.0, ValueError, NEGATIVE),
-    ("warmup_cosine_decay", "end_value", -1.0, ValueError, NEGATIVE),
+    ("warmup_cosine_decay", "end_value", math.inf, ValueError, FINITE),
     ("warmup_cosine_decay", "warmup_steps", -1, ValueError, "must be a non-negative integer"),
     ("warmup_cosine_decay", "decay_steps", 5, ValueError, "must be greater than warmup_steps"),
     ("warmup_cosine_decay", "decay_steps", 0, ValueError, POSITIVE_INT),
