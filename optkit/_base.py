@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 import jax
+import jax.numpy as jnp
 
 from optkit import _tree
 from optkit._kernel import leaf_kernel
@@ -219,16 +220,27 @@ def apply_updates(params: Params, updates: Updates) -> Params:
 
     Each sum is computed in the promoted dtype of the two leaves and cast back to the param's
     dtype, so bfloat16 params with float32 updates stay bfloat16. ``None`` leaves in ``params``
-    (e.g. frozen entries) stay ``None``.
+    (e.g. frozen entries) stay ``None``; Python float params become 0-d arrays.
 
     Raises:
-        ValueError: if the two trees differ in structure or a leaf's shape; the message names the
-            path.
+        ValueError: if the two trees differ in structure or a leaf's shape, or a complex update
+            meets a real param; the message names the path.
     """
     _tree.check_match(params, updates, "apply_updates", "params", "updates")
+    _refuse_complex_on_real(params, updates)
 
     present = [p is not None for p in jax.tree.leaves(params, is_leaf=lambda x: x is None)]
     return _add(params, updates, select=present, is_leaf=lambda x: x is None)
+
+
+def _refuse_complex_on_real(params: Params, updates: Updates) -> None:
+    pairs = zip(_tree.leaves_with_paths(params), _tree.leaves_with_paths(updates), strict=True)
+    for (path, param), (_, update) in pairs:
+        if jnp.iscomplexobj(update) and not jnp.iscomplexobj(param):
+            raise ValueError(
+                f"apply_updates: updates leaf {path!r} is complex but its param is "
+                f"{jnp.result_type(param).name}; the imaginary part would be dropped."
+            )
 
 
 @leaf_kernel

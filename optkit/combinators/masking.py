@@ -108,7 +108,7 @@ def partition(
     transforms = dict(transforms)
 
     def masks(tree: Any) -> dict[Hashable, Any]:
-        given = labels(tree) if callable(labels) else labels
+        given = labels(_tree.as_arrays(tree)) if callable(labels) else labels
         full = _tree.broadcast_prefix(given, tree, "partition", "labels")
         unknown = sorted(
             {

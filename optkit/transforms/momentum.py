@@ -102,7 +102,7 @@ def trace(
         updates: Updates, state: TraceState, params: Params | None = None, **extra_args: Any
     ) -> tuple[Updates, TraceState]:
         del params, extra_args
-        _tree.check_match(state.trace, updates, "trace", "momentum buffer", "updates")
+        updates = _tree.check_updates(state.trace, updates, "trace", "momentum buffer")
         if static_decay == 0.0:
             # torch keeps no buffer at momentum 0: plain gradient, buffer untouched.
             return updates, state

@@ -34,7 +34,8 @@ def _add_scaled_params(where: str, weight_decay: Any, mask: Mask | None) -> Grad
 
     def decay_tree(updates: Updates, params: Params | None) -> Updates:
         params = require_params(params, where)
-        _tree.check_match(params, updates, where, "params", "updates")
+        params = _tree.as_arrays(params)
+        updates = _tree.check_updates(params, updates, where, "params")
         select = None if mask is None else jax.tree.leaves(_tree.resolve_mask(mask, params, where))
         return _add_decay(updates, params, select=select, weight_decay=weight_decay)
 
