@@ -32,11 +32,12 @@ def dtype_of(tree: Updates) -> jnp.dtype:
 
 
 def _real_leaves(tree: Updates) -> list[jax.Array]:
-    """The leaves, a complex one as its real and imaginary parts: torch's vector's entries."""
-    leaves = []
-    for leaf in jax.tree.leaves(tree):
-        leaves.extend((jnp.real(leaf), jnp.imag(leaf)) if jnp.iscomplexobj(leaf) else (leaf,))
-    return leaves
+    """The leaves, a complex one as its real and imaginary parts side by side on a last axis
+    (``view_as_real``'s layout): torch's vector's entries."""
+    return [
+        jnp.stack([jnp.real(leaf), jnp.imag(leaf)], axis=-1) if jnp.iscomplexobj(leaf) else leaf
+        for leaf in jax.tree.leaves(tree)
+    ]
 
 
 def dot(a: Updates, b: Updates) -> jax.Array:
