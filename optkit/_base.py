@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 import jax
+import jax.numpy as jnp
 
 from optkit import _tree
 from optkit._kernel import leaf_kernel
@@ -221,13 +222,23 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     dtype, so bfloat16 params with float32 updates stay bfloat16. As in optax, ``None`` leaves
     in ``params`` (e.g. frozen entries) stay ``None``, whatever their update; a ``None`` update
     (no update for that leaf, as :func:`add_decayed_weights` passes one through) leaves its
-    param as it is.
+    param as it is. Python float params become 0-d arrays.
 
     Raises:
-        ValueError: if the two trees differ in structure or a leaf's shape; the message names the
-            path.
+        ValueError: if the two trees differ in structure or a leaf's shape, or a complex update
+            meets a real param; the message names the path.
     """
+    params = _tree.as_arrays(params)
+    updates = _tree.as_arrays(updates)
     rows = _tree.matched_rows(params, updates, "apply_updates", "params", "updates")
+    for path, param, update in rows:
+        if param is None or update is None:
+            continue
+        if jnp.iscomplexobj(update) and not jnp.iscomplexobj(param):
+            raise ValueError(
+                f"apply_updates: updates leaf {path!r} is complex but its param is "
+                f"{jnp.result_type(param).name}; the imaginary part would be dropped."
+            )
     present = [p is not None and u is not None for _, p, u in rows]
     return _add(params, updates, select=present, is_leaf=_is_none)
 

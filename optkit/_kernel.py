@@ -25,10 +25,12 @@ is built, by choosing a kernel, never by passing a flag into one.
 The decorator owns what every kernel would otherwise repeat:
 
 * **scalars by name**: a call must pass exactly the kernel's keyword-only parameters;
+* **complex leaves**: a row with a complex leaf runs on each leaf seen as real pairs (torch's
+  ``view_as_real``: the real and imaginary parts are two entries, so ``g * g`` squares each part)
+  and its outputs are put back together as complex numbers;
 * **dtypes**: floating JAX-array scalars (bias corrections, injected or traced hyperparameters)
-  are cast to the leaf's compute dtype (the promoted dtype of its inputs; its real part for
-  complex leaves) before the math, so a float64 scalar never promotes float32 or bfloat16
-  leaves; Python numbers stay weakly typed.
+  are cast to the leaf's compute dtype (the promoted dtype of its inputs) before the math, so a
+  float64 scalar never promotes float32 or bfloat16 leaves; Python numbers stay weakly typed.
   Each output is cast back to the dtype of the input of the same name (a single output: to the
   first input's), so state keeps its dtype step after step. Any rounding *inside* the math (a
   buffer stored in a narrower dtype and then reused) is the kernel's to write;
@@ -136,8 +138,9 @@ class LeafKernel(Generic[Output]):
 
     def _apply(self, constants: _Constants, arrays: dict[str, Any], *leaves: Any) -> Any:
         """The kernel on one row of leaves, with the decorator's casts around it."""
+        if any(jnp.iscomplexobj(leaf) for leaf in leaves):
+            return self._apply_complex(constants, arrays, *leaves)
         compute = jnp.result_type(*leaves)
-        # Real scalars stay real on complex leaves: complex64 math takes float32 scalars.
         real = jnp.finfo(compute).dtype if jnp.issubdtype(compute, jnp.inexact) else None
         cast = {
             name: value.astype(real)
@@ -151,6 +154,26 @@ class LeafKernel(Generic[Output]):
             _cast_to(value, leaves[i]) for value, i in zip(outputs, self._keeps, strict=True)
         )
         return kept if self.fields is not None else kept[0]
+
+    def _apply_complex(self, constants: _Constants, arrays: dict[str, Any], *leaves: Any) -> Any:
+        """The kernel on complex leaves seen as pairs of reals, as torch's ``view_as_real``: the
+        real and imaginary parts are two entries each (Adam squares each part, not ``g * g``).
+
+        Each leaf gets a trailing axis of size 2; the outputs are put back together as complex
+        numbers. Kernels are elementwise, so the extra axis changes nothing else.
+        """
+        pairs = [jnp.stack([jnp.real(leaf), jnp.imag(leaf)], axis=-1) for leaf in leaves]
+        out = self._apply(constants, arrays, *pairs)
+        outputs = tuple(out) if self.fields is not None else (out,)
+        merged = []
+        for value, i in zip(outputs, self._keeps, strict=True):
+            if not jnp.iscomplexobj(leaves[i]):
+                raise TypeError(
+                    f"kernel {self.fn.__name__}: its output {self.inputs[i]!r} is real but other "
+                    "inputs of the leaf are complex; the imaginary part would be dropped."
+                )
+            merged.append(jax.lax.complex(value[..., 0], value[..., 1]))
+        return tuple(merged) if self.fields is not None else merged[0]
 
     def __call__(
         self,

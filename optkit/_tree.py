@@ -136,6 +136,147 @@ def matched_rows(
     return rows
 
 
+def _dtype_name(dtype: Any) -> str:
+    return jnp.dtype(dtype).name
+
+
+def as_arrays(tree: Any) -> Any:
+    """``tree`` with its Python ``float`` and ``complex`` leaves as 0-d arrays of JAX's default
+    dtype (float32, or float64 under ``jax_enable_x64``), as optax takes ``{"w": 0.5}``.
+
+    Python ``bool`` and ``int`` leaves are left as they are, for :func:`check_params` and
+    :func:`check_updates` to refuse with their path. ``None`` stays ``None``.
+    """
+
+    def convert(leaf: Any) -> Any:
+        if isinstance(leaf, float | complex) and not isinstance(leaf, np.generic):
+            return jnp.asarray(leaf, dtype=jnp.result_type(type(leaf)))
+        return leaf
+
+    return jax.tree.map(convert, tree)
+
+
+def _kind(leaf: Any) -> str:
+    """What a non-floating leaf is, for a message: its dtype's name, or its Python type."""
+    if isinstance(leaf, bool | int) and not isinstance(leaf, np.generic):
+        return f"a Python {type(leaf).__name__}"
+    return _dtype_name(jnp.result_type(leaf))
+
+
+def _is_floating(leaf: Any) -> bool:
+    if isinstance(leaf, bool | int) and not isinstance(leaf, np.generic):
+        return False
+    return bool(jnp.issubdtype(jnp.result_type(leaf), jnp.inexact))
+
+
+def check_params(params: Any, where: str) -> None:
+    """Raise ``ValueError`` naming the first params leaf that is not floating (or complex).
+
+    An integer or bool param cannot take a fractional step: optimizers would round every update
+    away (SGD never moves) or divide by zero (Adam's NaN). Called by ``init``.
+    """
+    for path, leaf in leaves_with_paths(params):
+        if not _is_floating(leaf):
+            raise ValueError(
+                f"{where}: params leaf {path!r} is {_kind(leaf)}; optimizers take floating or "
+                "complex params (cast it with .astype(jnp.float32), or leave it out of the "
+                "optimized tree, e.g. with optkit.masked or optkit.partition)."
+            )
+
+
+def refuse_complex(params: Any, where: str, reason: str) -> None:
+    """Raise ``ValueError`` naming the first complex params leaf, for the transforms that, like
+    their torch counterparts, have no complex version (``reason`` says why)."""
+    for path, leaf in leaves_with_paths(params):
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.complexfloating):
+            raise ValueError(
+                f"{where}: params leaf {path!r} is {_kind(leaf)}; {reason} Optimize its real "
+                "and imaginary parts as two real leaves instead."
+            )
+
+
+def _is_weak(leaf: Any) -> bool:
+    """Whether ``leaf`` is weakly typed (a Python number, or an array made from one): it takes
+    the dtype of what it meets, as in JAX's own promotion."""
+    if isinstance(leaf, float | complex) and not isinstance(leaf, np.generic):
+        return True
+    typeof = getattr(jax, "typeof", None) or jax.core.get_aval
+    return isinstance(leaf, jax.Array) and bool(getattr(typeof(leaf), "weak_type", False))
+
+
+def promoted_update(path: str, reference: Any, update: Any, where: str, reference_name: str) -> Any:
+    """``update`` in ``reference``'s dtype, or a ValueError when that would change its value."""
+    if not _is_floating(update):
+        raise ValueError(
+            f"{where}: updates leaf {path!r} is {_kind(update)}; gradients must be floating or "
+            "complex (an integer gradient would be truncated)."
+        )
+    if not _is_floating(reference):
+        raise ValueError(
+            f"{where}: {reference_name} leaf {path!r} is {_kind(reference)}; optimizer state "
+            "must be floating or complex."
+        )
+    target = jnp.result_type(reference)
+    dtype = jnp.result_type(update)
+    if dtype == target:
+        return update
+    if _is_weak(update) or jnp.promote_types(dtype, target) == target:
+        # A lower precision (float16 on float32, float32 on complex64): exact, so the math runs
+        # in the state's precision (float16 gradients squared in float16 overflow at 256).
+        return jnp.asarray(update).astype(target)
+    if jnp.issubdtype(dtype, jnp.complexfloating) and not jnp.issubdtype(
+        target, jnp.complexfloating
+    ):
+        problem = "the imaginary part would be dropped"
+    else:
+        problem = (
+            "optkit computes each update in the params' dtype and does not round gradients "
+            "down silently (torch refuses a gradient whose dtype differs from its param's)"
+        )
+    raise ValueError(
+        f"{where}: updates leaf {path!r} is {_dtype_name(dtype)} but the {reference_name} leaf "
+        f"is {_dtype_name(target)}; {problem}. Cast the gradients to the params' dtype, or "
+        "keep the params in the wider dtype."
+    )
+
+
+def check_updates(
+    reference: Any, updates: Any, where: str, reference_name: str = "optimizer state"
+) -> Any:
+    """:func:`check_match` of ``updates`` against ``reference`` (the params, or a state buffer in
+    their dtype), then the dtype rules; returns the updates ready for the math.
+
+    Python float leaves become 0-d arrays. An update of a lower precision than its reference
+    leaf (float16 or bfloat16 on float32, float32 on float64 or complex64) or weakly typed is
+    promoted to the reference's dtype, so the update is computed in the params' dtype. Integer
+    and bool updates, updates of a wider or incompatible dtype (float64 on float32, complex on
+    real) and non-floating references are a ``ValueError`` naming the leaf. Runs at trace time
+    on static information: inside ``jit`` it costs a convert only where a leaf is promoted.
+    """
+    updates = as_arrays(updates)
+    check_match(reference, updates, where, reference_name, "updates")
+    pairs = zip(leaves_with_paths(reference), leaves_with_paths(updates), strict=True)
+    promoted = [
+        promoted_update(path, ref, update, where, reference_name)
+        for (path, ref), (_, update) in pairs
+    ]
+    return jax.tree.unflatten(jax.tree.structure(updates), promoted)
+
+
+def check_floating(updates: Any, where: str) -> Any:
+    """``updates`` with Python float leaves as 0-d arrays, or a ``ValueError`` naming the first
+    integer or bool leaf: for the transforms that have no params or state to promote against
+    (scaling, clipping, wrappers)."""
+    updates = as_arrays(updates)
+    for path, leaf in leaves_with_paths(updates):
+        if not _is_floating(leaf):
+            raise ValueError(
+                f"{where}: updates leaf {path!r} is {_kind(leaf)}; gradients must be floating "
+                "or complex (an integer gradient would be truncated)."
+            )
+    return updates
+
+
 def zeros_like(params: Any, dtype: Any = None) -> Any:
     """A tree of zeros shaped like ``params``, in each leaf's dtype unless ``dtype`` is given.
 
@@ -159,16 +300,29 @@ def full_like(params: Any, value: Any, dtype: Any = None) -> Any:
     """
 
     def fill(p: jax.Array) -> jax.Array:
+        target = jnp.result_type(p) if dtype is None else jnp.dtype(dtype)
+        # A complex buffer is a pair of real ones, as torch's view_as_real: a real value fills
+        # both parts (torch's Adagrad and Rprop start from complex(value, value)).
+        value_of_p = _both_parts(value) if jnp.issubdtype(target, jnp.complexfloating) else value
         if not isinstance(p, jax.core.Tracer):
             # Eager: place the buffer where the param is, without an extra pass over it. Only a
             # committed param pins its buffer: an uncommitted one (the default placement) must
             # give uncommitted state, or the first jitted step would compile twice.
             device = p.sharding if is_committed(p) else None
-            return jnp.full_like(p, value, dtype=dtype, device=device)
-        filled = jnp.full_like(p, value, dtype=dtype)
+            return jnp.full_like(p, value_of_p, dtype=dtype, device=device)
+        filled = jnp.full_like(p, value_of_p, dtype=dtype)
         return jnp.where(False, p.astype(filled.dtype), filled)
 
     return jax.tree.map(fill, params)
+
+
+def _both_parts(value: Any) -> Any:
+    """``value + value * 1j`` for a real ``value`` (a number or a scalar array)."""
+    if isinstance(value, complex) or jnp.iscomplexobj(value):
+        return value
+    if isinstance(value, int | float | np.generic):
+        return complex(value, value)
+    return jax.lax.complex(value, value)
 
 
 def reduced_zeros(param: jax.Array, axis: int) -> jax.Array:

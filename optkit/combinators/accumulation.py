@@ -187,6 +187,8 @@ def accumulate_gradients(
         return inner.update(gradients, inner_state, params)
 
     def init(params: Params) -> AccumulateGradientsState:
+        params = _tree.as_arrays(params)
+        _tree.check_params(params, "accumulate_gradients")
         accumulator = jax.tree.map(
             lambda p: _tree.zeros_like(p, requested_dtype or _default_accumulator_dtype(p)),
             params,
@@ -212,6 +214,7 @@ def accumulate_gradients(
         _tree.check_match(
             state.accumulator, updates, "accumulate_gradients", "accumulator", "updates"
         )
+        updates = _tree.check_floating(updates, "accumulate_gradients")
         held = _numerics.increment(state.micro_step)  # micro-batches summed, this one included
         # ">=", not "==": a state saved under a larger every_k steps at once rather than never.
         boundary = held >= every_k

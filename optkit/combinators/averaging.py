@@ -152,6 +152,8 @@ def weight_averaging(
     forward_extra = takes_extra_args(inner)
 
     def init(params: Params) -> WeightAveragingState:
+        params = _tree.as_arrays(params)
+        _tree.check_params(params, "weight_averaging")
         return WeightAveragingState(
             # A copy, not the params' own buffers: a step that donates both must not donate one
             # buffer twice. jnp.copy keeps each leaf's dtype and placement.
@@ -172,7 +174,8 @@ def weight_averaging(
         params: Params | None = None,
         **extra_args: Any,
     ) -> tuple[Updates, WeightAveragingState]:
-        params = require_params(params, "weight_averaging")
+        params = _tree.as_arrays(require_params(params, "weight_averaging"))
+        updates = _tree.check_floating(updates, "weight_averaging")
         _tree.check_match(
             state.averaged_params, params, "weight_averaging", "optimizer state", "params"
         )

@@ -263,6 +263,8 @@ def flatten(
     forward_extra = takes_extra_args(inner)
 
     def init(params: Params) -> FlattenState:
+        params = _tree.as_arrays(params)
+        _tree.check_params(params, "flatten")
         leaves, layout = _layout(params, max_flat_size)
         with _tree.flattened_leaves():
             return FlattenState(inner_state=inner.init(_concatenate(leaves, layout)))
@@ -270,12 +272,15 @@ def flatten(
     def update(
         updates: Updates, state: FlattenState, params: Params | None = None, **extra_args: Any
     ) -> tuple[Updates, FlattenState]:
-        leaves, layout = _layout(updates, max_flat_size)
-        treedef = jax.tree.structure(updates)
         flat_params = None
         if params is not None:
-            _tree.check_match(updates, params, "flatten", "updates", "params")
+            params = _tree.as_arrays(params)
+            updates = _tree.check_updates(params, updates, "flatten", "params")
             _check_dtypes(updates, params)
+        updates = _tree.check_floating(updates, "flatten")
+        leaves, layout = _layout(updates, max_flat_size)
+        treedef = jax.tree.structure(updates)
+        if params is not None:
             flat_params = _concatenate(jax.tree.leaves(params), layout)
         if not forward_extra:
             extra_args = {}

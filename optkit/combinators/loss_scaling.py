@@ -226,6 +226,7 @@ def grad_scaler(
         params: Params | None = None,
         **extra_args: Any,
     ) -> tuple[Updates, GradScalerState]:
+        updates = _tree.check_floating(updates, "grad_scaler")
         _check_not_float16(updates)
         # torch takes the reciprocal in double, then rounds to float32. For division, rounding
         # twice (53 then 24 bits) equals rounding once since 53 >= 2 * 24 + 2 (Figueroa, 1995),

@@ -160,7 +160,11 @@ def partition(
     transforms = dict(transforms)
 
     def masks(tree: Any) -> dict[Hashable, Any]:
-        given = param_labels(tree) if _tree.mask_is_function(param_labels) else param_labels
+        given = (
+            param_labels(_tree.as_arrays(tree))
+            if _tree.mask_is_function(param_labels)
+            else param_labels
+        )
         full = _tree.broadcast_prefix(given, tree, "partition", "labels")
         unknown = sorted(
             {

@@ -6,12 +6,15 @@ from __future__ import annotations
 import types
 from typing import Any
 
-from optkit import _validation
+from optkit import _tree, _validation
 from optkit._base import (
     DescribedTransformation,
     GradientTransformation,
     OptimizerDescription,
+    OptState,
+    Params,
     Scalar,
+    Updates,
     chain,
 )
 from optkit.transforms.scaling import negate
@@ -38,6 +41,28 @@ def described(
 ) -> GradientTransformation:
     """``transform``, carrying the ``torch.optim`` class it reproduces and every argument of the
     factory that built it (by optkit name), for :func:`optkit.to_torch_state_dict` and
-    :func:`optkit.from_torch_state_dict` to read."""
+    :func:`optkit.from_torch_state_dict` to read.
+
+    Its ``init`` and ``update`` also apply the dtype rules every optimizer shares: Python float
+    leaves are 0-d arrays, integer or bool params are refused at ``init`` and integer or bool
+    gradients at ``update``, and gradients are promoted to their params' dtype (or refused when
+    that would round them), naming the leaf."""
     description = OptimizerDescription(torch_class, types.MappingProxyType(dict(arguments)))
-    return DescribedTransformation(transform.init, transform.update, description)
+    where = f"optkit's {torch_class}"
+
+    def init(params: Params) -> OptState:
+        params = _tree.as_arrays(params)
+        _tree.check_params(params, where)
+        return transform.init(params)
+
+    def update(
+        updates: Updates, state: OptState, params: Params | None = None, **extra_args: Any
+    ) -> tuple[Updates, OptState]:
+        # The dtype rules (docs/dtypes.md): the primitives promote or refuse each update against
+        # their state; against the params here, so a chain's first transforms see them too.
+        if params is not None:
+            params = _tree.as_arrays(params)
+            updates = _tree.check_updates(params, updates, where, "params")
+        return transform.update(_tree.as_arrays(updates), state, params, **extra_args)
+
+    return DescribedTransformation(init, update, description)

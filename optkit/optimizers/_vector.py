@@ -25,27 +25,39 @@ def _reduce(parts: list[jax.Array], combine: Any, dtype: jnp.dtype) -> jax.Array
 
 
 def dtype_of(tree: Updates) -> jnp.dtype:
-    """The promoted dtype of the leaves: torch's concatenated vector's, and its scalars'."""
-    return jnp.result_type(*jax.tree.leaves(tree))
+    """The promoted dtype of the leaves: torch's concatenated vector's, and its scalars'. Real:
+    torch's vector holds a complex param as its real and imaginary parts (``view_as_real``)."""
+    dtype = jnp.result_type(*jax.tree.leaves(tree))
+    return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.complexfloating) else dtype
+
+
+def _real_leaves(tree: Updates) -> list[jax.Array]:
+    """The leaves, a complex one as its real and imaginary parts side by side on a last axis
+    (``view_as_real``'s layout): torch's vector's entries."""
+    return [
+        jnp.stack([jnp.real(leaf), jnp.imag(leaf)], axis=-1) if jnp.iscomplexobj(leaf) else leaf
+        for leaf in jax.tree.leaves(tree)
+    ]
 
 
 def dot(a: Updates, b: Updates) -> jax.Array:
-    """``a . b`` over every element of two trees of the same structure."""
+    """``a . b`` over every element of two trees of the same structure (complex leaves as real
+    pairs: the real part of ``conj(a) b``)."""
     # Elementwise products, then a sum: no reshape, so a sharded leaf is never gathered.
-    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    pairs = zip(_real_leaves(a), _real_leaves(b), strict=True)
     parts = [jnp.sum(x * y) for x, y in pairs]
     return _reduce(parts, operator.add, dtype_of(a))
 
 
 def sum_abs(tree: Updates) -> jax.Array:
     """The 1-norm of every element together (torch's ``flat.abs().sum()``)."""
-    parts = [jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(tree)]
+    parts = [jnp.sum(jnp.abs(x)) for x in _real_leaves(tree)]
     return _reduce(parts, operator.add, dtype_of(tree))
 
 
 def max_abs(tree: Updates) -> jax.Array:
     """The largest absolute element (torch's ``flat.abs().max()``)."""
-    parts = [jnp.max(jnp.abs(x)) for x in jax.tree.leaves(tree) if x.size]
+    parts = [jnp.max(jnp.abs(x)) for x in _real_leaves(tree) if x.size]
     return _reduce(parts, jnp.maximum, dtype_of(tree))
 
 

@@ -84,9 +84,7 @@ def scale_by_adadelta(rho: Scalar = 0.9, eps: Scalar = 1e-6) -> GradientTransfor
         **extra_args: Any,
     ) -> tuple[Updates, ScaleByAdadeltaState]:
         del params, extra_args
-        _tree.check_match(
-            state.square_avg, updates, "scale_by_adadelta", "optimizer state", "updates"
-        )
+        updates = _tree.check_updates(state.square_avg, updates, "scale_by_adadelta")
         new = _adadelta(
             state.square_avg, state.acc_delta, updates, rho=rho, one_minus_rho=1.0 - rho, eps=eps
         )

@@ -53,6 +53,13 @@ class UnfactoredLeaf(NamedTuple):
     update: jax.Array
 
 
+# Why torch.optim.Adafactor refuses complex params, and so optkit's does.
+_NO_COMPLEX = (
+    "torch.optim.Adafactor refuses complex params too (its row and column statistics factor "
+    "a real second moment)."
+)
+
+
 def _is_factored(leaf: Any) -> bool:
     """torch factors the second moment of every leaf of two or more dimensions."""
     return jnp.ndim(leaf) >= 2
@@ -192,6 +199,7 @@ def scale_by_adafactor(
 
     def init(params: Params) -> ScaleByAdafactorState:
         _tree.require_own_leaves("scale_by_adafactor")
+        _tree.refuse_complex(params, "scale_by_adafactor", _NO_COMPLEX)
 
         def buffer(make: Any, factored: bool) -> Any:
             return jax.tree.map(lambda p: make(p) if _is_factored(p) == factored else None, params)
@@ -282,7 +290,7 @@ def scale_by_relative_step_size(
         where = "scale_by_relative_step_size"
         _tree.require_own_leaves(where)
         params = require_params(params, where)
-        _tree.check_match(params, updates, where, "params", "updates")
+        updates = _tree.check_updates(params, updates, where, "params")
         gamma = learning_rate(state.count) if callable(learning_rate) else learning_rate
         count = _numerics.increment(state.count)
         # rho_t / gamma_t; 1 / (0 * sqrt(t)) is inf, so a zero learning rate gives 1, not NaN.

@@ -71,9 +71,7 @@ def scale_by_rss(
         updates: Updates, state: ScaleByRssState, params: Params | None = None, **extra_args: Any
     ) -> tuple[Updates, ScaleByRssState]:
         del params, extra_args
-        _tree.check_match(
-            state.sum_of_squares, updates, "scale_by_rss", "optimizer state", "updates"
-        )
+        updates = _tree.check_updates(state.sum_of_squares, updates, "scale_by_rss")
         new = _rss(state.sum_of_squares, updates, eps=eps)
         return new.update, ScaleByRssState(
             count=_numerics.increment(state.count), sum_of_squares=new.sum_of_squares

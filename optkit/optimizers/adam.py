@@ -181,7 +181,7 @@ def scale_by_adam(
         updates: Updates, state: ScaleByAdamState, params: Params | None = None, **extra_args: Any
     ) -> tuple[Updates, ScaleByAdamState]:
         del params, extra_args
-        _tree.check_match(state.nu, updates, "scale_by_adam", "optimizer state", "updates")
+        updates = _tree.check_updates(state.nu, updates, "scale_by_adam")
         count = _numerics.increment(state.count)
         buffers = (state.mu, state.nu, state.nu_max) if amsgrad else (state.mu, state.nu)
         new = kernel(

@@ -81,7 +81,7 @@ def scale_by_adamax(
         updates: Updates, state: ScaleByAdamaxState, params: Params | None = None, **extra_args: Any
     ) -> tuple[Updates, ScaleByAdamaxState]:
         del params, extra_args
-        _tree.check_match(state.mu, updates, "scale_by_adamax", "optimizer state", "updates")
+        updates = _tree.check_updates(state.mu, updates, "scale_by_adamax")
         count = _numerics.increment(state.count)
         new = _adamax(
             state.mu,

@@ -110,7 +110,7 @@ def scale_by_asgd(
     ) -> tuple[Updates, ScaleByAsgdState]:
         del extra_args
         params = require_params(params, "scale_by_asgd")
-        _tree.check_match(state.ax, updates, "scale_by_asgd", "optimizer state", "updates")
+        updates = _tree.check_updates(state.ax, updates, "scale_by_asgd")
         _tree.check_match(state.ax, params, "scale_by_asgd", "optimizer state", "params")
         eta = _numerics.as_double(state.eta)  # torch reads eta.item()
         new = _asgd(

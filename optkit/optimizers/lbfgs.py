@@ -255,6 +255,9 @@ def _run(
 
     def evaluate(x: Params) -> Evaluation:
         loss, new_grad = jax.value_and_grad(value_fn)(x)
+        # JAX's gradient of a complex param is the conjugate of torch's (and of the gradients
+        # optkit takes, as optax): conjugated, it points uphill in both parts.
+        new_grad = jax.tree.map(jnp.conj, new_grad)
         return Evaluation(jnp.asarray(loss).astype(dtype), _cast_like(new_grad, x))
 
     grad = _cast_like(grad, params)
@@ -395,7 +398,7 @@ def scale_by_lbfgs(
         del extra_args  # e.g. optax's grad=: the incoming updates are the gradient.
         params = require_params(params, "lbfgs")
         _check_whole(params, "lbfgs")
-        _tree.check_match(params, updates, "lbfgs", "params", "updates")
+        updates = _tree.check_updates(params, updates, "lbfgs", "params")
         _tree.check_match(state.direction, params, "lbfgs", "optimizer state", "params")
         if value_fn is None:
             raise ValueError(

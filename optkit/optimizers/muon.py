@@ -158,6 +158,12 @@ def scale_by_muon(
 
     def init(params: Params) -> ScaleByMuonState:
         _check_matrices(params, "scale_by_muon")
+        _tree.refuse_complex(
+            params,
+            "scale_by_muon",
+            "torch.optim.Muon refuses complex params too (its Newton-Schulz iteration is "
+            "written for real matrices).",
+        )
         return ScaleByMuonState(momentum_buffer=_tree.zeros_like(params))
 
     def update(
@@ -165,8 +171,8 @@ def scale_by_muon(
     ) -> tuple[Updates, ScaleByMuonState]:
         del params, extra_args
         _check_matrices(updates, "scale_by_muon")
-        _tree.check_match(
-            state.momentum_buffer, updates, "scale_by_muon", "momentum buffer", "updates"
+        updates = _tree.check_updates(
+            state.momentum_buffer, updates, "scale_by_muon", "momentum buffer"
         )
         one_minus_momentum = 1.0 - momentum
         if nesterov:

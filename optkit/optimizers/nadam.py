@@ -112,7 +112,7 @@ def scale_by_nadam(
         updates: Updates, state: ScaleByNadamState, params: Params | None = None, **extra_args: Any
     ) -> tuple[Updates, ScaleByNadamState]:
         del params, extra_args
-        _tree.check_match(state.nu, updates, "scale_by_nadam", "optimizer state", "updates")
+        updates = _tree.check_updates(state.nu, updates, "scale_by_nadam")
         count = _numerics.increment(state.count)
         step = count.astype(jnp.result_type(float))
         mu_t = _momentum_schedule(b1, momentum_decay, step)

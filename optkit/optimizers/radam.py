@@ -159,7 +159,7 @@ def scale_by_radam(
         updates: Updates, state: ScaleByRadamState, params: Params | None = None, **extra_args: Any
     ) -> tuple[Updates, ScaleByRadamState]:
         del params, extra_args
-        _tree.check_match(state.nu, updates, "scale_by_radam", "optimizer state", "updates")
+        updates = _tree.check_updates(state.nu, updates, "scale_by_radam")
         count = _numerics.increment(state.count)
         rectify, term = _rectification(b2, count)
         new = _radam(

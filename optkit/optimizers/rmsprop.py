@@ -96,7 +96,7 @@ def scale_by_rms(
         updates: Updates, state: ScaleByRmsState, params: Params | None = None, **extra_args: Any
     ) -> tuple[Updates, ScaleByRmsState]:
         del params, extra_args
-        _tree.check_match(state.nu, updates, "scale_by_rms", "optimizer state", "updates")
+        updates = _tree.check_updates(state.nu, updates, "scale_by_rms")
         scalars = {"alpha": alpha, "one_minus_alpha": 1.0 - alpha, "eps": eps}
         count = _numerics.increment(state.count)
         if centered:

@@ -130,7 +130,7 @@ def scale_by_rprop(
         updates: Updates, state: ScaleByRpropState, params: Params | None = None, **extra_args: Any
     ) -> tuple[Updates, ScaleByRpropState]:
         del params, extra_args
-        _tree.check_match(state.prev, updates, "scale_by_rprop", "optimizer state", "updates")
+        updates = _tree.check_updates(state.prev, updates, "scale_by_rprop")
         new = _rprop(
             state.step_size,
             state.prev,

@@ -81,6 +81,9 @@ def scale_by_sparse_adam(
     _validation.hyperparameters(b1=b1, b2=b2, eps=eps)
 
     def init(params: Params) -> ScaleBySparseAdamState:
+        _tree.refuse_complex(
+            params, "scale_by_sparse_adam", "torch.optim.SparseAdam refuses complex params too."
+        )
         return ScaleBySparseAdamState(
             count=_numerics.zero_count(params),
             mu=_tree.zeros_like(params),
@@ -94,7 +97,7 @@ def scale_by_sparse_adam(
         **extra_args: Any,
     ) -> tuple[Updates, ScaleBySparseAdamState]:
         del params, extra_args
-        _tree.check_match(state.mu, updates, "scale_by_sparse_adam", "optimizer state", "updates")
+        updates = _tree.check_updates(state.mu, updates, "scale_by_sparse_adam")
         count = _numerics.increment(state.count)
         new = _sparse_adam(
             state.mu,

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optkit import _validation
+from optkit import _tree, _validation
 from optkit._base import GradientTransformation, Params, Scalar, Updates, stateless
 
 # torch.nn.utils.clip_grad_norm_ divides by (norm + 1e-6); kept for identical clipping.
@@ -42,8 +42,23 @@ def clip(max_delta: Scalar) -> GradientTransformation:
     """
     _validation.hyperparameters(max_delta=max_delta)
     return stateless(
-        lambda updates, params: jax.tree.map(lambda u: jnp.clip(u, -max_delta, max_delta), updates)
+        lambda updates, params: jax.tree.map(
+            lambda u: jnp.clip(u, -max_delta, max_delta), _real_updates(updates, "clip")
+        )
     )
+
+
+def _real_updates(updates: Updates, where: str) -> Updates:
+    """``updates``, checked floating and real: torch's ``clamp`` refuses complex gradients."""
+    updates = _tree.check_floating(updates, where)
+    for path, leaf in _tree.leaves_with_paths(updates):
+        if jnp.iscomplexobj(leaf):
+            raise ValueError(
+                f"{where}: updates leaf {path!r} is complex; clipping each entry has no complex "
+                "meaning (torch.nn.utils.clip_grad_value_ refuses complex gradients too). Clip "
+                "by the norm instead (clip_by_global_norm measures the modulus)."
+            )
+    return updates
 
 
 def _check_norm_type(norm_type: Any) -> float:
@@ -229,6 +244,7 @@ def clip_by_global_norm(max_norm: Scalar, norm_type: float = 2.0) -> GradientTra
 
     def clip_tree(updates: Updates, params: Params | None) -> Updates:
         del params
+        updates = _tree.check_floating(updates, "clip_by_global_norm")
         leaves = jax.tree.leaves(updates)
         if not leaves:
             return updates

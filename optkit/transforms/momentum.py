@@ -110,7 +110,13 @@ def trace(
         updates: Updates, state: TraceState, params: Params | None = None, **extra_args: Any
     ) -> tuple[Updates, TraceState]:
         del params, extra_args
-        _tree.check_match(state.trace, updates, "trace", "momentum buffer", "updates")
+        if accumulator_dtype is None:
+            updates = _tree.check_updates(state.trace, updates, "trace", "momentum buffer")
+        else:
+            # The buffer's dtype is the caller's choice, not the params': a float32 gradient
+            # meets a bfloat16 buffer by design, so only the structure and the kind are checked.
+            _tree.check_match(state.trace, updates, "trace", "momentum buffer", "updates")
+            updates = _tree.check_floating(updates, "trace")
         if static_decay == 0.0:
             # torch keeps no buffer at momentum 0: plain gradient, buffer untouched.
             return updates, state

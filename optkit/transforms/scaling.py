@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optkit import _numerics, _validation
+from optkit import _numerics, _tree, _validation
 from optkit._base import (
     GradientTransformation,
     Params,
@@ -46,7 +46,9 @@ def scale(step_size: Scalar) -> GradientTransformation:
     """
     _validation.hyperparameters(step_size=step_size)
 
-    return stateless(lambda updates, params: scale_tree(updates, step_size))
+    return stateless(
+        lambda updates, params: scale_tree(_tree.check_floating(updates, "scale"), step_size)
+    )
 
 
 def negate() -> GradientTransformation:
@@ -102,6 +104,7 @@ def scale_by_learning_rate(
                 f"scale_by_learning_rate: the schedule returned shape {factor.shape}; it must "
                 "return a scalar."
             )
+        updates = _tree.check_floating(updates, "scale_by_learning_rate")
         return scale_tree(updates, factor), ScaleByScheduleState(_numerics.increment(state.count))
 
     return GradientTransformation(init, update)

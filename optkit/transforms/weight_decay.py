@@ -40,6 +40,8 @@ def _add_scaled_params(where: str, weight_decay: Any, mask: Mask | None) -> Grad
         params = require_params(params, where)
         if updates is None:  # optax's "no updates at all" passes through
             return None
+        params = _tree.as_arrays(params)
+        updates = _tree.as_arrays(updates)
         rows = _tree.matched_rows(params, updates, where, "params", "updates")
         absent = [path for path, param, update in rows if param is None and update is not None]
         if absent:
@@ -47,6 +49,14 @@ def _add_scaled_params(where: str, weight_decay: Any, mask: Mask | None) -> Grad
                 f"{where}: params {_tree.listed(absent)} are None but have updates: there is "
                 "no weight to decay. Pass the params, or None updates for those leaves."
             )
+        # Gradients in a lower precision than their param are promoted (the dtype rules).
+        promoted = [
+            update
+            if param is None or update is None
+            else _tree.promoted_update(path, param, update, where, "params")
+            for path, param, update in rows
+        ]
+        updates = jax.tree.unflatten(jax.tree.structure(updates, is_leaf=_is_none), promoted)
         selected = iter(
             [True] * len(jax.tree.leaves(params))
             if mask is None
