@@ -1,0 +1,236 @@
+"""Training quality with 8-bit and 4-bit AdamW state against float32, on two small models.
+
+    python -m benchmarks.quality --out benchmarks/results/quality      # about 2 minutes on CPU
+    python -m benchmarks.quality --out benchmarks/results/quality \\
+        --figure docs/images/quantized_state_quality.png                # also the docs figure
+    python -m benchmarks.quality --quick --out /tmp/optkit-quality     # a few steps, for tests
+
+Runs ``examples/train_digits.py`` (the digits MLP, AdamW in two param groups, cosine schedule)
+and ``examples/synthetic_lm.py`` (a 2-layer transformer language model on synthetic Markov
+text) with ``--state-bits 32``, ``8`` and ``4``, same seeds (same init, batches and schedule):
+only the optimizer state's storage differs. ``--min-size 1024`` is passed so that every
+weight matrix of these small models is quantized (``quantize_state``'s default, 4096, would
+leave the digits MLP's 128 x 10 kernel in float32); biases and layer norms stay float32.
+
+Writes ``results.json`` (every run's metrics and loss curve), ``results.md`` and
+``results.png`` under ``--out``, and the PNG also to ``--figure`` when given: the docs figure
+is only rewritten on request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib.util
+import json
+import math
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import machine
+
+SCHEMA_VERSION = 1
+BITS = (32, 8, 4)
+MIN_SIZE = 1024
+TARGET = 0.01  # 8-bit's final loss within 1% of float32's
+EXAMPLES = machine.REPO_ROOT / "examples"
+
+
+def _digits_params(example: ModuleType) -> Any:
+    return example.MLP().init(jax.random.key(0), jnp.zeros((1, 64)))["params"]
+
+
+def _lm_params(example: ModuleType) -> Any:
+    tokens = jnp.zeros((1, example.SEQ_LEN), jnp.int32)
+    return example.Decoder().init(jax.random.key(0), tokens)["params"]
+
+
+# task: (example module, quick arguments, the final-loss metric compared, its params)
+TASKS: dict[str, tuple[str, list[str], str, Callable[[ModuleType], Any]]] = {
+    "digits MLP": ("train_digits", ["--epochs", "1"], "final_train_loss", _digits_params),
+    "synthetic-text LM": ("synthetic_lm", ["--steps", "3"], "final_eval_loss", _lm_params),
+}
+LOSS_LABELS = {
+    "final_train_loss": "cross-entropy over the whole training set after the last epoch",
+    "final_eval_loss": "next-token cross-entropy on 256 held-out sequences after the last step",
+}
+
+
+def load_example(name: str) -> ModuleType:
+    """Import ``examples/<name>.py`` (a script, not a package); Flax needs it in sys.modules."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.quality", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/quality"))
+    parser.add_argument("--figure", type=Path, help="also write the PNG here (the docs figure)")
+    parser.add_argument("--quick", action="store_true", help="a few steps per run, for tests")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def compare(runs: dict[str, dict[str, Any]], metric: str) -> dict[str, Any]:
+    """Each quantized run's final loss relative to the float32 run's."""
+    reference = runs["32"][metric]
+    return {
+        bits: {
+            "final_loss": runs[bits][metric],
+            "relative_difference": (runs[bits][metric] - reference) / reference,
+        }
+        for bits in runs
+    }
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [
+        "# Training quality: 8-bit and 4-bit AdamW state against float32",
+        "",
+        f"- date: {m['date']}; command: `{m['command']}`",
+        f"- machine: {m['cpu_model']}, {m['cpu_cores_available']} cores; {m['backend']}; "
+        f"versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+        f"- git: {m['git_commit']}{' (dirty)' if m.get('git_dirty') else ''}",
+        f"- `quantize_state(..., bits=b, min_size={results['min_size']})`, same seeds for every "
+        f"run; target: 8-bit final loss within {TARGET:.0%} of float32's",
+        "",
+        "| task | final loss | float32 | 8-bit | 4-bit | 8-bit vs float32 | 4-bit vs float32 |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for task, entry in results["tasks"].items():
+        c = entry["comparison"]
+        met = abs(c["8"]["relative_difference"]) <= TARGET
+        lines.append(
+            f"| {task} | {LOSS_LABELS[entry['metric']]} | {c['32']['final_loss']:.5f} | "
+            f"{c['8']['final_loss']:.5f} | {c['4']['final_loss']:.5f} | "
+            f"{c['8']['relative_difference']:+.2%} ({'met' if met else 'missed'}) | "
+            f"{c['4']['relative_difference']:+.2%} |"
+        )
+    lines += [
+        "",
+        "| task | state | steps | seconds | quantized leaves |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for task, entry in results["tasks"].items():
+        for bits, run in entry["runs"].items():
+            lines.append(
+                f"| {task} | {'float32' if bits == '32' else bits + '-bit'} | {run['steps']} | "
+                f"{run['seconds']:.1f} | {entry['quantized_leaves']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def smoothed(values: Sequence[float], window: int) -> np.ndarray:
+    values = np.asarray(values)
+    window = max(1, min(window, len(values)))
+    return np.convolve(values, np.ones(window) / window, mode="valid")
+
+
+def write_plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = results["tasks"]
+    figure, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.6))
+    styles = {"32": ("float32", "#1f77b4", "-"), "8": ("8-bit", "#ff7f0e", "--")}
+    styles["4"] = ("4-bit", "#2ca02c", ":")
+    for axis, (task, entry) in zip(np.atleast_1d(axes), tasks.items(), strict=True):
+        for bits, run in entry["runs"].items():
+            label, color, linestyle = styles[bits]
+            curve = smoothed(run["minibatch_losses"], 20)
+            final = entry["comparison"][bits]["final_loss"]
+            axis.plot(
+                np.arange(len(curve)) + len(run["minibatch_losses"]) - len(curve),
+                curve,
+                color=color,
+                linestyle=linestyle,
+                linewidth=1.6,
+                label=f"{label}: final {final:.4g}",
+            )
+        axis.set(yscale="log", xlabel="step", ylabel="minibatch loss (20-step mean, log)")
+        axis.set_title(task)
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(title="AdamW state (final loss)")
+    figure.suptitle(
+        f"AdamW with float32, 8-bit and 4-bit state (quantize_state, min_size "
+        f"{results['min_size']}): same seeds, {results['machine']['date'][:10]}"
+    )
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    description = machine.describe(argv)
+    description["command"] = shlex.join(["python", "-m", "benchmarks.quality", *argv])
+    start = time.perf_counter()
+    results: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "machine": description,
+        "min_size": MIN_SIZE,
+        "target_relative_difference": TARGET,
+        "tasks": {},
+    }
+    for task, (name, quick_args, metric, init_params) in TASKS.items():
+        example = load_example(name)
+        runs = {}
+        for bits in BITS:
+            run_args = ["--seed", str(args.seed), "--state-bits", str(bits)]
+            run_args += ["--min-size", str(MIN_SIZE), *(quick_args if args.quick else [])]
+            print(f"{task}: {shlex.join(run_args)}", file=sys.stderr, flush=True)
+            runs[str(bits)] = example.main(run_args)
+        results["tasks"][task] = {
+            "example": f"examples/{name}.py",
+            "metric": metric,
+            "quantized_leaves": quantized_leaf_summary(
+                jax.eval_shape(functools.partial(init_params, example))
+            ),
+            "runs": runs,
+            "comparison": compare(runs, metric),
+        }
+    results["machine"]["wall_seconds"] = time.perf_counter() - start
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    (args.out / "results.md").write_text(render_markdown(results))
+    write_plot(results, args.out / "results.png")
+    if args.figure is not None:
+        args.figure.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(args.out / "results.png", args.figure)
+    print(render_markdown(results))
+    return results
+
+
+def quantized_leaf_summary(params: Any) -> str:
+    """How many of the model's leaves have at least ``MIN_SIZE`` elements (are quantized)."""
+    sizes = [math.prod(leaf.shape) for leaf in jax.tree.leaves(params)]
+    # Blocks run over the flattened buffer: 256 (8-bit) and 128 (4-bit) must divide its size.
+    large = [size for size in sizes if size >= MIN_SIZE and size % 256 == 0]
+    return f"{len(large)} of {len(sizes)} leaves, {sum(large):,} of {sum(sizes):,} params"
+
+
+if __name__ == "__main__":
+    main()
