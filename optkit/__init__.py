@@ -52,6 +52,7 @@ from optkit.combinators.masking import (
     partition,
 )
 from optkit.combinators.param_groups import ParamGroupsState, Selector, param_groups
+from optkit.combinators.quantization import QuantizedBuffer, quantize_state
 from optkit.interop.torch_state_dict import from_torch_state_dict, to_torch_state_dict
 from optkit.optimizers.adadelta import ScaleByAdadeltaState, adadelta, scale_by_adadelta
 from optkit.optimizers.adafactor import (
@@ -103,6 +104,7 @@ __all__ = [
     "ParamGroupsState",
     "Params",
     "PartitionState",
+    "QuantizedBuffer",
     "ReduceLROnPlateauSettings",
     "ReduceLROnPlateauState",
     "Scalar",
@@ -159,6 +161,7 @@ __all__ = [
     "optimizer_stepped",
     "param_groups",
     "partition",
+    "quantize_state",
     "radam",
     "reduce_lr_on_plateau",
     "rmsprop",

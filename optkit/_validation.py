@@ -155,6 +155,11 @@ RANGES: dict[str, Range] = {
     "growth_factor": Range(1.0, _FLOAT32_MAX, low_inclusive=False),
     "backoff_factor": Range(0.0, 1.0, high_inclusive=False, low_inclusive=False),
     "growth_interval": Range(1, _INT32_MAX, integer=True),
+    # Quantized state (quantize_state): bits per stored value (4 or 8), elements per block with
+    # one scale each, and the smallest buffer that is quantized.
+    "bits": Range(4, 8, integer=True),
+    "block_size": Range(low=1, integer=True),
+    "min_size": Range(low=0, integer=True),
 }
 """The one table of hyperparameter ranges, keyed by argument name: every optimizer and primitive
 checks its numeric arguments here when it is built, and ``set_hyperparams`` checks new values

@@ -22,6 +22,9 @@ class ScaleByAdadeltaState(NamedTuple):
     square_avg: Updates
     acc_delta: Updates
 
+    # Buffers that are never negative: quantize_state stores them with an unsigned map.
+    non_negative_fields = ("square_avg", "acc_delta")
+
 
 class AdadeltaLeaf(NamedTuple):
     square_avg: jax.Array

@@ -38,6 +38,9 @@ class ScaleByAdafactorState(NamedTuple):
     col_var: Updates
     variance: Updates
 
+    # Buffers that are never negative: quantize_state stores them with an unsigned map.
+    non_negative_fields = ("row_var", "col_var", "variance")
+
 
 class FactoredLeaf(NamedTuple):
     row_var: jax.Array

@@ -21,6 +21,9 @@ class ScaleByRssState(NamedTuple):
     count: jax.Array
     sum_of_squares: Updates
 
+    # Buffers that are never negative: quantize_state stores them with an unsigned map.
+    non_negative_fields = ("sum_of_squares",)
+
 
 class RssLeaf(NamedTuple):
     sum_of_squares: jax.Array

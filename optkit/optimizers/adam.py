@@ -24,6 +24,9 @@ class ScaleByAdamState(NamedTuple):
     nu: Updates
     nu_max: Updates | None
 
+    # Buffers that are never negative: quantize_state stores them with an unsigned map.
+    non_negative_fields = ("nu", "nu_max")
+
 
 class AdamLeaf(NamedTuple):
     """A leaf's new moments and update (Adam's, NAdam's and RAdam's kernels)."""

@@ -22,6 +22,9 @@ class ScaleByAdamaxState(NamedTuple):
     mu: Updates
     inf_norm: Updates
 
+    # Buffers that are never negative: quantize_state stores them with an unsigned map.
+    non_negative_fields = ("inf_norm",)
+
 
 class AdamaxLeaf(NamedTuple):
     mu: jax.Array

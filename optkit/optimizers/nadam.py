@@ -29,6 +29,9 @@ class ScaleByNadamState(NamedTuple):
     mu: Updates
     nu: Updates
 
+    # Buffers that are never negative: quantize_state stores them with an unsigned map.
+    non_negative_fields = ("nu",)
+
 
 @leaf_kernel
 def _nadam(

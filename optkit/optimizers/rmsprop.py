@@ -23,6 +23,9 @@ class ScaleByRmsState(NamedTuple):
     nu: Updates
     mu: Updates | None
 
+    # Buffers that are never negative: quantize_state stores them with an unsigned map.
+    non_negative_fields = ("nu",)
+
 
 class RmsLeaf(NamedTuple):
     nu: jax.Array

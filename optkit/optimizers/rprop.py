@@ -24,6 +24,9 @@ class ScaleByRpropState(NamedTuple):
     step_size: Updates
     prev: Updates
 
+    # Buffers that are never negative: quantize_state stores them with an unsigned map.
+    non_negative_fields = ("step_size",)
+
 
 class RpropLeaf(NamedTuple):
     step_size: jax.Array

@@ -22,6 +22,9 @@ class ScaleBySparseAdamState(NamedTuple):
     mu: Updates
     nu: Updates
 
+    # Buffers that are never negative: quantize_state stores them with an unsigned map.
+    non_negative_fields = ("nu",)
+
 
 class SparseAdamLeaf(NamedTuple):
     mu: jax.Array

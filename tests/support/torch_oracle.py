@@ -22,3 +22,16 @@ def require_torch() -> ModuleType:
     except ImportError as error:
         pytest.fail(f"OPTKIT_REQUIRE_TORCH=1 but torch cannot be imported: {error}")
     return torch
+
+
+def require_torchao() -> ModuleType:
+    """The torchao module (the oracle of :func:`optkit.quantize_state`), under the same rule as
+    :func:`require_torch`."""
+    require_torch()
+    if os.environ.get("OPTKIT_REQUIRE_TORCH") != "1":
+        return pytest.importorskip("torchao", reason="torchao is not installed")
+    try:
+        import torchao
+    except ImportError as error:
+        pytest.fail(f"OPTKIT_REQUIRE_TORCH=1 but torchao cannot be imported: {error}")
+    return torchao

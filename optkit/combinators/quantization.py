@@ -1,0 +1,242 @@
+"""8-bit and 4-bit optimizer state: any optimizer's large floating buffers stored block-quantized.
+
+:func:`quantize_state` wraps an optimizer. Its state is the inner state with every large floating
+buffer replaced by a :class:`QuantizedBuffer` (uint8 codes and one float32 scale per block);
+each update dequantizes, runs the inner optimizer in float32 and quantizes the new buffers again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
+
+from optkit import _tree, _validation
+from optkit._base import (
+    GradientTransformation,
+    OptState,
+    Params,
+    Updates,
+    check_transform,
+    takes_extra_args,
+)
+from optkit.combinators import _block_codes
+
+DEFAULT_BLOCK_SIZE = {8: 256, 4: 128}
+"""torchao's block sizes: 256 for ``AdamW8bit``, 128 for ``AdamW4bit``."""
+
+
+class QuantizedBuffer(NamedTuple):
+    """A floating state buffer stored block-quantized by :func:`quantize_state`.
+
+    The buffer, flattened, is cut into blocks; ``scale`` holds each block's absolute maximum
+    (float32, shape ``(num_blocks,)``) and ``codes`` each element's index into the quantization
+    map (uint8, shape ``(num_blocks, block_size * bits // 8)``: at 4 bits two codes share a byte,
+    the first in the high nibble). The block axis comes first in both, so a sharding rule that
+    splits a buffer's first axis splits whole blocks. Which map the codes index (signed or
+    unsigned, 8 or 4 bits) and the buffer's shape are not stored: the wrapper recomputes them
+    from the inner optimizer.
+    """
+
+    codes: jax.Array
+    scale: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class _Quantize:
+    """A buffer that is stored quantized: its shape and which map it uses."""
+
+    shape: tuple[int, ...]
+    signed: bool
+
+
+_KEEP = object()
+"""A state leaf that is stored as it is (small, not floating, or a scalar)."""
+
+
+def _declares(node: Any) -> bool:
+    """Whether ``node`` is a state NamedTuple declaring its non-negative fields."""
+    return isinstance(node, tuple) and hasattr(type(node), "non_negative_fields")
+
+
+def quantize_state(
+    inner: Any, *, bits: int = 8, block_size: int | None = None, min_size: int = 4096
+) -> GradientTransformation:
+    r"""Store the optimizer state of ``inner`` in 8 or 4 bits per value (block-wise quantization).
+
+    Every floating buffer of ``inner``'s state with at least ``min_size`` elements, one or more
+    dimensions, and a size divisible by ``block_size`` is stored as a :class:`QuantizedBuffer`:
+    the buffer is flattened and cut into blocks of ``block_size`` elements; each block keeps its
+    absolute maximum :math:`s` as a float32 scale and each value :math:`x` the code of the map
+    entry nearest to :math:`x / s` (round to nearest, ties up). Smaller buffers, scalars (counts,
+    injected hyperparameters) and integer buffers stay as they are.
+
+    Each update dequantizes (:math:`x \approx s \cdot \text{map}[\text{code}]`), runs ``inner``
+    with float32 buffers, and quantizes its new buffers again, so the inner optimizer's math is
+    unchanged up to the rounding of its state.
+
+    The maps: at 8 bits, the dynamic (exponent + fraction) map of Dettmers et al., signed for
+    buffers that can be negative (first moments, momentum) and unsigned for those that cannot
+    (second moments, amsgrad's running max, sums of squares). At 4 bits, the signed dynamic 4-bit
+    map for the former and a linear map without zero (:math:`1/16, \dots, 1`) for the latter.
+    A state NamedTuple says which of its fields are non-negative in its class attribute
+    ``non_negative_fields`` (``ScaleByAdamState`` declares ``("nu", "nu_max")``); a buffer under
+    no such declaration uses the signed map, which is right for any value, at some loss of
+    resolution for non-negative ones.
+
+    With :func:`optkit.adamw` or :func:`optkit.adam` this reproduces torchao's ``AdamW8bit`` and
+    ``Adam8bit`` (``bits=8``, block 256) and ``AdamW4bit`` and ``Adam4bit`` (``bits=4``,
+    block 128): the same maps (to 2 float32 ulps), blocks, rounding and minimum size. One
+    difference: an all-zero block keeps the scale 0 and dequantizes to exactly zero (torchao
+    floors scales at ``1e-12``, so its 4-bit zero-free map gives ``6.25e-14``).
+
+    The state is a pytree of arrays: it jits, checkpoints (orbax), and sits inside or around
+    :func:`optkit.param_groups` and :func:`optkit.inject_hyperparams` (hyperparameters are
+    scalars, never quantized). Sharding: ``init`` on committed params places codes and scales
+    by their buffer's sharding: partitioned on the block axis like the buffer's first axis
+    when every device's share holds whole blocks, replicated otherwise (a buffer split only
+    along a later axis is not contiguous per device in the flattened order).
+
+    Args:
+        inner: the optimizer whose state is quantized (any optkit or optax transform).
+        bits: 8 or 4 bits per stored value.
+        block_size: elements per block (with one float32 scale each); 256 at 8 bits and 128 at
+            4 bits when ``None``. Even at 4 bits (two codes per byte).
+        min_size: the smallest buffer (in elements) that is quantized; torchao's and
+            bitsandbytes' 4096 by default.
+
+    Returns:
+        A gradient transformation with ``inner``'s updates.
+
+    Examples:
+        >>> import jax.numpy as jnp, optkit
+        >>> params = {"w": jnp.ones((64, 128)), "b": jnp.zeros(128)}
+        >>> tx = optkit.quantize_state(optkit.adamw(learning_rate=1e-3))
+        >>> state = tx.init(params)
+        >>> adam_state = state[0]
+        >>> adam_state.mu["w"].codes.shape, adam_state.mu["w"].scale.shape  # 8192 / 256 blocks
+        ((32, 256), (32,))
+        >>> adam_state.mu["b"].shape  # 128 elements: below min_size, kept in float32
+        (128,)
+        >>> grads = {"w": jnp.ones((64, 128)), "b": jnp.ones(128)}
+        >>> updates, state = tx.update(grads, state, params)
+
+    References:
+        Dettmers et al., `8-bit Optimizers via Block-wise Quantization
+        <https://arxiv.org/abs/2110.02861>`_, 2022; Li et al., `Memory Efficient Optimizers with
+        4-bit States <https://arxiv.org/abs/2309.01507>`_, 2023.
+    """
+    check_transform(inner, "quantize_state", 0)
+    _validation.hyperparameters(bits=bits, min_size=min_size)
+    if bits not in DEFAULT_BLOCK_SIZE:
+        raise ValueError(f"bits must be 8 or 4, got {bits!r}.")
+    if block_size is None:
+        block_size = DEFAULT_BLOCK_SIZE[bits]
+    _validation.hyperparameters(block_size=block_size)
+    if bits == 4 and block_size % 2:
+        raise ValueError(
+            f"block_size must be even at bits=4 (two 4-bit codes share a byte), got {block_size}."
+        )
+    forwards_extra = takes_extra_args(inner)
+
+    def plan(state: OptState, signed: bool = True) -> Any:
+        """For each leaf of a state (arrays or shapes): how it is stored."""
+
+        def leaf_plan(leaf: Any) -> Any:
+            if _declares(leaf):
+                declared = type(leaf).non_negative_fields
+                return type(leaf)(
+                    *(
+                        plan(value, signed and name not in declared)
+                        for name, value in zip(leaf._fields, leaf, strict=True)
+                    )
+                )
+            dtype = getattr(leaf, "dtype", None)
+            shape = tuple(getattr(leaf, "shape", ()))
+            size = math.prod(shape)
+            quantized = (
+                dtype is not None
+                and jnp.issubdtype(dtype, jnp.floating)
+                and len(shape) >= 1
+                and size >= min_size
+                and size % block_size == 0
+            )
+            return _Quantize(shape, signed) if quantized else _KEEP
+
+        return jax.tree.map(leaf_plan, state, is_leaf=_declares)
+
+    def encode(how: Any, leaf: Any) -> Any:
+        if how is _KEEP:
+            return leaf
+        codes, scale = _block_codes.quantize(
+            leaf, bits=bits, signed=how.signed, block_size=block_size
+        )
+        return QuantizedBuffer(*_placed(codes, scale, leaf))
+
+    def init(params: Params) -> OptState:
+        state = inner.init(params)
+        return jax.tree.map(encode, plan(state), state)
+
+    def update(
+        updates: Updates, state: OptState, params: Params | None = None, **extra_args: Any
+    ) -> tuple[Updates, OptState]:
+        # The layout is a function of the inner state's shapes, recomputed at trace time.
+        layout = plan(jax.eval_shape(inner.init, updates if params is None else params))
+
+        def decode(path: Any, how: Any, node: Any) -> Any:
+            stored = isinstance(node, QuantizedBuffer)
+            if stored != (how is not _KEEP):
+                expected = "a QuantizedBuffer" if stored is False else "an unquantized buffer"
+                raise ValueError(
+                    f"quantize_state: state leaf {_tree.path_str(path)!r} should be {expected}, "
+                    f"got {type(node).__name__}. Was the state made by this quantize_state's "
+                    "init, with the same bits, block_size and min_size?"
+                )
+            if not stored:
+                return node
+            return _block_codes.dequantize(
+                node.codes, node.scale, bits=bits, signed=how.signed, shape=how.shape
+            )
+
+        try:
+            buffers = jax.tree_util.tree_map_with_path(decode, layout, state)
+        except ValueError as error:
+            if str(error).startswith("quantize_state"):
+                raise
+            raise ValueError(
+                "quantize_state: the state does not have the structure of the inner optimizer's "
+                f"state for these updates: {error}"
+            ) from None
+        if forwards_extra:
+            updates, buffers = inner.update(updates, buffers, params, **extra_args)
+        else:
+            updates, buffers = inner.update(updates, buffers, params)
+        return updates, jax.tree.map(encode, layout, buffers)
+
+    return GradientTransformation(init, update)
+
+
+def _placed(codes: jax.Array, scale: jax.Array, buffer: Any) -> tuple[jax.Array, jax.Array]:
+    """Codes and scales placed by an eagerly built buffer's sharding (see :func:`quantize_state`);
+    under ``jit`` the compiler places them."""
+    if not _tree.is_committed(buffer):
+        return codes, scale
+    sharding = buffer.sharding
+    if not isinstance(sharding, NamedSharding):
+        if len(sharding.device_set) == 1:
+            return jax.device_put(codes, sharding), jax.device_put(scale, sharding)
+        return codes, scale
+    first_axis = sharding.spec[0] if len(sharding.spec) else None
+    names = (
+        () if first_axis is None else (first_axis,) if isinstance(first_axis, str) else first_axis
+    )
+    shards = 1
+    for name in names:
+        shards *= sharding.mesh.shape[name]
+    spec = PartitionSpec(first_axis) if scale.shape[0] % shards == 0 else PartitionSpec()
+    placement = NamedSharding(sharding.mesh, spec, memory_kind=sharding.memory_kind)
+    return jax.device_put(codes, placement), jax.device_put(scale, placement)
