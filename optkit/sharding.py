@@ -37,7 +37,7 @@ def state_sharding(
     """The ``NamedSharding`` of every leaf of ``tx``'s state that partitions it over ``shard_axis``.
 
     ZeRO-1 (optimizer-state partitioning): returns a pytree with the structure of
-    ``jax.eval_shape(tx.init, params)`` whose leaves are ``NamedSharding``\\ s on ``mesh``. Use
+    ``jax.eval_shape(tx.init, params)`` whose leaves are ``NamedSharding`` objects on ``mesh``. Use
     it as ``jax.jit(tx.init, out_shardings=shardings)`` and as the state's input and output
     shardings of the train step: with replicated params on ``d`` devices of ``shard_axis``,
     each device holds ``1/d`` of the optimizer state, computes that part of the update, and the
@@ -54,10 +54,11 @@ def state_sharding(
       dimension that is not already partitioned and whose size is divisible by the size of
       ``shard_axis``; replicated over ``shard_axis`` when there is none, or when the param is
       already partitioned over ``shard_axis`` (FSDP-style params keep their spec);
-    * a **leaf tied to no param** (the flat vectors of :func:`optkit.flatten`, blocks of a
-      quantized buffer, per-history scalars) gets the same rule from a replicated spec:
-      partitioned over ``shard_axis`` on its first divisible dimension, so a device holds whole
-      rows (whole blocks of a ``(num_blocks, block_bytes)`` buffer), replicated otherwise;
+    * a **leaf tied to no param** (the flat vectors of :func:`optkit.flatten`, the codes and
+      scales of a blockwise-quantized buffer, L-BFGS's per-pair curvatures) starts from a
+      replicated spec and is partitioned over ``shard_axis`` on its first dimension when that
+      is divisible, so a device holds whole rows (whole blocks of a ``(num_blocks,
+      bytes_per_block)`` buffer, never part of one); replicated otherwise;
     * **scalars** (counts, injected hyperparameters, loss scales) are replicated.
 
     The params' specs are read from their shardings: arrays placed with a ``NamedSharding``
@@ -76,7 +77,7 @@ def state_sharding(
     Args:
         tx: the optimizer (any optkit or optax transform); only ``tx.init`` is traced, with
             ``jax.eval_shape`` (nothing is computed or allocated).
-        params: the params, or ``jax.ShapeDtypeStruct``\\ s of them, carrying their
+        params: the params, or ``jax.ShapeDtypeStruct`` leaves describing them, carrying their
             ``NamedSharding`` unless ``param_specs`` is given.
         mesh: the device mesh (a ``jax.sharding.Mesh``, or an ``AbstractMesh`` to inspect the
             specs without devices).
@@ -177,24 +178,27 @@ class _Placement:
     def of(self, node: Any) -> Any:
         pieces = self._pieces(node)
         if pieces is None:
-            return self._sharding([None] * node.ndim, node.shape)
+            return self._unmatched(node)
         placed = []
         for piece, spec, shape in zip(pieces, self.specs, self.shapes, strict=True):
             if _is_array(piece):
-                placed.append(
-                    self._sharding(_buffer_entries(spec, shape, piece.shape), piece.shape)
-                )
+                entries = _buffer_entries(spec, shape, piece.shape)
+                placed.append(self._sharding(entries, piece.shape))
             else:
-                placed.append(
-                    jax.tree.map(lambda leaf: self._sharding([None] * leaf.ndim, leaf.shape), piece)
-                )
+                placed.append(jax.tree.map(self._unmatched, piece))
         return self.params_def.unflatten(placed)
 
-    def _sharding(self, entries: list[Any], shape: Sequence[int]) -> NamedSharding:
-        """``entries`` partitioned over the shard axis on the first free divisible dimension."""
+    def _unmatched(self, leaf: Any) -> NamedSharding:
+        """A leaf tied to no param: split over the shard axis along its first dimension only,
+        so each device holds whole rows (whole blocks of a blockwise-quantized buffer)."""
+        return self._sharding([None] * len(leaf.shape), leaf.shape[:1])
+
+    def _sharding(self, entries: list[Any], splittable: Sequence[int]) -> NamedSharding:
+        """``entries`` partitioned over the shard axis on the first free dimension among the
+        ``splittable`` ones (the leading dimensions' sizes) that the axis size divides."""
         if self.axis not in _axes_named(entries):
-            for index, (entry, size) in enumerate(zip(entries, shape, strict=True)):
-                if entry is None and size > 0 and size % self.axis_size == 0:
+            for index, size in enumerate(splittable):
+                if entries[index] is None and size > 0 and size % self.axis_size == 0:
                     entries = [*entries[:index], self.axis, *entries[index + 1 :]]
                     break
         while entries and entries[-1] is None:

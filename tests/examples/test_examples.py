@@ -134,6 +134,24 @@ def test_sharded_training_shards_params_and_state(tmp_path: Path):
     assert metrics["test_accuracy"] > 0.85
 
 
+def test_multihost_training_runs_two_local_processes(capsys: pytest.CaptureFixture[str]):
+    # --local-processes starts the processes itself (localhost coordinator, gloo collectives);
+    # tests/memory/test_multiprocess.py compares such a run with a single-process one.
+    results = load_example("multihost_training").main(
+        ["--local-processes", "2", "--cpu-devices", "2", "--quick"]
+    )
+
+    assert [(r["process_index"], r["process_count"], r["devices"]) for r in results] == [
+        (0, 2, 4),
+        (1, 2, 4),
+    ]
+    assert results[0]["params"] == results[1]["params"]
+    assert len(results[0]["losses"]) == 10
+    assert results[0]["losses"][-1] < 0.7 * results[0]["losses"][0]
+    assert all(r["restored_equal"] for r in results)
+    assert "2 processes, 4 devices" in capsys.readouterr().out
+
+
 def test_mixed_precision_scales_accumulates_and_averages(tmp_path: Path):
     out = tmp_path / "mixed_precision.png"
     example = load_example("mixed_precision")
