@@ -48,6 +48,19 @@ def quantization_map(bits: int, signed: bool) -> np.ndarray:
     return dynamic_map(signed=signed, exponent_bits=bits - 1, total_bits=bits)
 
 
+def _nearest(table: jax.Array, values: jax.Array, bits: int) -> jax.Array:
+    """The index of the map entry nearest to each value (ties to the larger): the number of
+    midpoints between consecutive entries at or below it, found by a branchless binary search
+    (``bits`` rounds of compare and look-up; ``jnp.searchsorted`` fails on sharded values)."""
+    midpoints = (table[:-1] + table[1:]) * 0.5
+    index = jnp.zeros(values.shape, jnp.int32)
+    for level in reversed(range(bits)):
+        candidate = index + 2**level
+        index = jnp.where(values >= midpoints[candidate - 1], candidate, index)
+    return index
+
+
+@functools.partial(jax.jit, static_argnames=("bits", "signed", "block_size"))
 def quantize(
     buffer: jax.Array, *, bits: int, signed: bool, block_size: int
 ) -> tuple[jax.Array, jax.Array]:
@@ -59,17 +72,20 @@ def quantize(
     entry, ties to the larger one.
     """
     table = jnp.asarray(quantization_map(bits, signed))
+    # A buffer built under jit from constants (a fresh state) would otherwise be quantized by
+    # XLA's constant folding, which takes minutes for large buffers.
+    buffer = jax.lax.optimization_barrier(buffer)
     blocks = buffer.astype(jnp.float32).reshape(-1, block_size)
     scale = jnp.max(jnp.abs(blocks), axis=1)
     scaled = blocks / jnp.where(scale > 0, scale, 1.0)[:, None]
-    midpoints = (table[:-1] + table[1:]) * 0.5
-    codes = jnp.searchsorted(midpoints, scaled, side="right").astype(jnp.uint8)
+    codes = _nearest(table, scaled, bits).astype(jnp.uint8)
     if bits == 4:
         pairs = codes.reshape(codes.shape[0], -1, 2)
         codes = (pairs[..., 0] << 4) | pairs[..., 1]
     return codes, scale
 
 
+@functools.partial(jax.jit, static_argnames=("bits", "signed", "shape"))
 def dequantize(
     codes: jax.Array, scale: jax.Array, *, bits: int, signed: bool, shape: tuple[int, ...]
 ) -> jax.Array:
