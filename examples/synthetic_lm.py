@@ -146,7 +146,8 @@ def make_optimizer(
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=None, help=f"default {DEFAULT_STEPS}")
-    parser.add_argument("--seed", type=int, default=0, help="the chain, init and batches")
+    parser.add_argument("--seed", type=int, default=0, help="init and batches")
+    parser.add_argument("--data-seed", type=int, default=0, help="the Markov chain (the text)")
     parser.add_argument(
         "--quick", action="store_true", help=f"short run ({QUICK_STEPS} steps) for tests"
     )
@@ -174,10 +175,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         steps = QUICK_STEPS if args.quick else DEFAULT_STEPS
     start = time.perf_counter()
 
-    text = MarkovText(VOCAB, args.seed)
+    text = MarkovText(VOCAB, args.data_seed)
     # Batches and the held-out set come from separate streams: the same for every state format.
     batch_rng = np.random.default_rng([args.seed, 1])
-    eval_tokens = text.sample(np.random.default_rng([args.seed, 2]), EVAL_SEQUENCES, SEQ_LEN)
+    eval_tokens = text.sample(np.random.default_rng([args.data_seed, 2]), EVAL_SEQUENCES, SEQ_LEN)
 
     model = Decoder()
     params = model.init(jax.random.key(args.seed), eval_tokens[:1])["params"]
