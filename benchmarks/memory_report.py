@@ -64,8 +64,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         "compiled train step (params, state, the data tree and the step's scratch).",
         "",
         "| optimizer | state bytes/param | large leaves, bytes/param | state, MiB "
-        "| XLA step peak, MiB | device bytes, params + state, MiB | target |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| XLA step peak, MiB | of which temporaries, MiB | device bytes, params + state, MiB "
+        "| target |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in results["optimizers"].items():
         state = r["state"]
@@ -78,6 +79,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"| {name} | {state['bytes_per_param']:.4f} | "
             f"{_num(state['large_leaf_bytes_per_param'], 4)} | {_mib(state['bytes'])} | "
             f"{_mib(r['xla_memory'].get('peak_bytes'))} | "
+            f"{_mib(r['xla_memory'].get('temp_size'))} | "
             f"{_mib(_device_delta(r['memory'], 'device_after_init'))} | {verdict} |"
         )
     target = step_target(results)

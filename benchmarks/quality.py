@@ -1,6 +1,6 @@
 """Training quality with 8-bit and 4-bit AdamW state against float32, on two small models.
 
-    python -m benchmarks.quality --out benchmarks/results/quality      # ~4 minutes on 2 cores
+    python -m benchmarks.quality --out benchmarks/results/quality      # ~8 minutes on 2 busy cores
     python -m benchmarks.quality --out benchmarks/results/quality \\
         --figure docs/images/quantized_state_quality.png                # also the docs figure
     python -m benchmarks.quality --quick --out /tmp/optkit-quality     # a few steps, for tests
