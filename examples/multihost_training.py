@@ -171,7 +171,7 @@ def save_and_restore(checkpoint_dir: Path, params: Any, opt_state: Any) -> tuple
     )
     path = Path(checkpoint_dir).absolute() / "step"
     with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(path, tree)
+        checkpointer.save(path, tree, force=True)  # a rerun overwrites its checkpoint
         checkpointer.wait_until_finished()
         restored = checkpointer.restore(path, target)
     same_placement = all(

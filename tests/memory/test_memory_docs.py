@@ -19,7 +19,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 PAGE = REPO / "docs" / "memory_and_scale.md"
 SECTIONS = ("## ZeRO-1: partitioned optimizer state", "## Multi-process training")
-_PROGRAM = re.compile(r"```python\n((?:(?!```).)*)```\n\n(?:(?!```).)*?```text\n(.*?)```", re.DOTALL)
+_PROGRAM = re.compile(
+    r"```python\n((?:(?!```).)*)```\n\n(?:(?!```).)*?```text\n(.*?)```", re.DOTALL
+)
 
 
 def section(title: str) -> str:
