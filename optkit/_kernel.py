@@ -61,6 +61,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from optkit import _numerics
+
 Output = TypeVar("Output")
 
 # Keywords of a kernel call that are not scalars.
@@ -136,7 +138,14 @@ class LeafKernel(Generic[Output]):
 
     def _apply(self, constants: _Constants, arrays: dict[str, Any], *leaves: Any) -> Any:
         """The kernel on one row of leaves, with the decorator's casts around it."""
+        stored = leaves
         compute = jnp.result_type(*leaves)
+        # float16/bfloat16 leaves are computed in float32 and the kernel rounds to their dtype
+        # where torch's ops do (``_numerics.rounded``), as torch's CPU kernels compute them.
+        storage = compute if _numerics.is_half(compute) else None
+        if storage is not None:
+            compute = jnp.dtype(jnp.float32)
+            leaves = tuple(jnp.asarray(leaf).astype(compute) for leaf in leaves)
         # Real scalars stay real on complex leaves: complex64 math takes float32 scalars.
         real = jnp.finfo(compute).dtype if jnp.issubdtype(compute, jnp.inexact) else None
         cast = {
@@ -145,7 +154,9 @@ class LeafKernel(Generic[Output]):
             else value
             for name, value in arrays.items()
         }
-        out = self.fn(*leaves, **constants.values, **cast)
+        with _numerics.stored_as(storage):
+            out = self.fn(*leaves, **constants.values, **cast)
+        leaves = stored
         outputs = tuple(out) if self.fields is not None else (out,)
         kept = tuple(
             _cast_to(value, leaves[i]) for value, i in zip(outputs, self._keeps, strict=True)

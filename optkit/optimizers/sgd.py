@@ -6,7 +6,7 @@ from optkit import _validation
 from optkit._base import GradientTransformation, Scalar, ScalarOrSchedule
 from optkit.optimizers._compose import chain_present, described, maybe_l2_decay, maybe_negate
 from optkit.transforms.momentum import check_nesterov, trace
-from optkit.transforms.scaling import scale_by_learning_rate
+from optkit.transforms.scaling import scale_by_learning_rate_as_alpha
 
 
 def sgd(
@@ -69,7 +69,7 @@ def sgd(
         maybe_negate(maximize),
         maybe_l2_decay(weight_decay),
         None if _validation.is_static_zero(momentum) else trace(momentum, dampening, nesterov),
-        scale_by_learning_rate(learning_rate),
+        scale_by_learning_rate_as_alpha(learning_rate),  # torch's param.add_(g, alpha=-lr)
     )
     return described(
         transform,
