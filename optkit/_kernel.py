@@ -29,6 +29,8 @@ The decorator owns what every kernel would otherwise repeat:
   are cast to the leaf's compute dtype (the promoted dtype of its inputs; its real part for
   complex leaves) before the math, so a float64 scalar never promotes float32 or bfloat16
   leaves; Python numbers stay weakly typed.
+  float16 and bfloat16 leaves are computed in float32, and the kernel rounds to their dtype
+  with ``_numerics.rounded`` wherever torch's op on them would (the identity for other dtypes).
   Each output is cast back to the dtype of the input of the same name (a single output: to the
   first input's), so state keeps its dtype step after step. Any rounding *inside* the math (a
   buffer stored in a narrower dtype and then reused) is the kernel's to write;
