@@ -37,6 +37,12 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "radam": ("plain", "combined_coupled", "combined_decoupled"),
 }  # fmt: skip
 
+# Adadelta, ASGD, Rprop and Muon (Muon's state is loaded from torch's buffers directly:
+# ``optkit.from_torch_state_dict`` refuses its ``partition``-built transform).
+VARIANTS.update({
+    "adadelta": ("plain", "rho_eps", "rho_one", "weight_decay", "maximize", "combined"),
+})  # fmt: skip
+
 # Cases measured beyond 1 ulp, with the bound they must stay within, and why. optkit's chain
 # rounds the update between transforms (the preconditioned step, then its product with the
 # learning rate) where torch's last op (``param.addcdiv_(g, avg, value=-lr)``) rounds once; and
