@@ -41,6 +41,8 @@ VARIANTS: dict[str, tuple[str, ...]] = {
 # ``optkit.from_torch_state_dict`` refuses its ``partition``-built transform).
 VARIANTS.update({
     "adadelta": ("plain", "rho_eps", "rho_one", "weight_decay", "maximize", "combined"),
+    "asgd": ("plain", "lambd_alpha", "t0", "weight_decay", "maximize", "combined"),
+    "rprop": ("plain", "etas", "step_sizes", "maximize", "combined"),
 })  # fmt: skip
 
 # Cases measured beyond 1 ulp, with the bound they must stay within, and why. optkit's chain
