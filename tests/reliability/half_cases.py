@@ -43,6 +43,8 @@ VARIANTS.update({
     "adadelta": ("plain", "rho_eps", "rho_one", "weight_decay", "maximize", "combined"),
     "asgd": ("plain", "lambd_alpha", "t0", "weight_decay", "maximize", "combined"),
     "rprop": ("plain", "etas", "step_sizes", "maximize", "combined"),
+    "muon": ("plain", "no_nesterov", "weight_decay", "momentum", "original", "match_rms_adamw",
+             "ns", "combined"),
 })  # fmt: skip
 
 # Cases measured beyond 1 ulp, with the bound they must stay within, and why. optkit's chain
@@ -67,6 +69,27 @@ ALLOWED_ULPS: dict[str, float] = {
     "rmsprop-centered_momentum_wd-bfloat16": 60.5,
     "adagrad-plain-float16": 2.0,
     "adagrad-initial_accumulator-bfloat16": 2.0,
+}
+
+# Muon: weight decay and the learning rate scale the rounded update, which apply_updates then
+# adds, where torch rounds param.mul_(1 - lr * wd) and then adds the bfloat16 update in float32.
+ALLOWED_ULPS.update({
+    "muon-no_nesterov-float16": 2.0,
+    "muon-weight_decay-bfloat16": 1.5,
+    "muon-match_rms_adamw-float16": 2.0,
+    "muon-match_rms_adamw-bfloat16": 2.0,
+    "muon-combined-float16": 3.0,
+    "muon-combined-bfloat16": 1.25,
+})  # fmt: skip
+
+# State buffers where torch's result is a torch bug optkit does not reproduce, with the
+# buffer's name: torch's bfloat16 Muon without Nesterov normalizes its momentum buffer in place
+# (``.bfloat16()`` of a bfloat16 buffer is the buffer itself, and the iteration's first
+# ``div_`` divides it by its norm). These buffers must still differ from torch's (else the
+# entry is stale); the params are compared as everywhere.
+TORCH_BUGS: dict[str, str] = {
+    "muon-no_nesterov-bfloat16": "momentum_buffer",
+    "muon-combined-bfloat16": "momentum_buffer",
 }
 
 MATRICES = {"w": (8, 16), "v": (16, 32)}

@@ -63,7 +63,10 @@ def ulps(actual: Any, expected: Any, dtype: str, scale: Any = 0.0) -> np.ndarray
 def _compiled(case: HalfCase):
     """The case's optimizer and its jitted step, shared by the live and golden tests."""
     info = BY_NAME[case.row]
-    tx = info.build(info.factory, case.kwargs)
+    # Muon's row partitions the leaves between Muon and AdamW, a transform torch's state dict
+    # interop refuses; Muon's cases hold matrices only, so they run Muon itself.
+    build = (lambda factory, kwargs: factory(**kwargs)) if case.row == "muon" else info.build
+    tx = build(info.factory, case.kwargs)
 
     @jax.jit
     def step(grads, state, params):
@@ -113,6 +116,12 @@ def worst_ulps(case: HalfCase, record: Torch) -> dict[str, tuple[int, int]]:
 def check(case: HalfCase, record: Torch) -> None:
     allowed = ALLOWED_ULPS.get(case.id, TOLERANCE_ULPS)
     worst = worst_ulps(case, record)
+    if case.id in half_cases.TORCH_BUGS:
+        buggy = {n: w for n, w in worst.items() if half_cases.TORCH_BUGS[case.id] in n}
+        assert buggy and all(w[0] > allowed for w in buggy.values()), (
+            f"{case.id}: torch's {sorted(buggy)} now agree; drop it from half_cases.TORCH_BUGS"
+        )
+        worst = {n: w for n, w in worst.items() if n not in buggy}
     over = {name: w for name, w in worst.items() if w[0] > allowed}
     assert not over, f"{case.id}: (ulps, step) beyond {allowed} ulp of torch: {over}"
 
