@@ -31,6 +31,8 @@ The decorator owns what every kernel would otherwise repeat:
 * **dtypes**: floating JAX-array scalars (bias corrections, injected or traced hyperparameters)
   are cast to the leaf's compute dtype (the promoted dtype of its inputs) before the math, so a
   float64 scalar never promotes float32 or bfloat16 leaves; Python numbers stay weakly typed.
+  float16 and bfloat16 leaves are computed in float32, and the kernel rounds to their dtype
+  with ``_numerics.rounded`` wherever torch's op on them would (the identity for other dtypes).
   Each output is cast back to the dtype of the input of the same name (a single output: to the
   first input's), so state keeps its dtype step after step. Any rounding *inside* the math (a
   buffer stored in a narrower dtype and then reused) is the kernel's to write;
@@ -62,6 +64,8 @@ from typing import Any, Generic, TypeVar
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from optkit import _numerics
 
 Output = TypeVar("Output")
 
@@ -140,7 +144,14 @@ class LeafKernel(Generic[Output]):
         """The kernel on one row of leaves, with the decorator's casts around it."""
         if any(jnp.iscomplexobj(leaf) for leaf in leaves):
             return self._apply_complex(constants, arrays, *leaves)
+        stored = leaves
         compute = jnp.result_type(*leaves)
+        # float16/bfloat16 leaves are computed in float32 and the kernel rounds to their dtype
+        # where torch's ops do (``_numerics.rounded``), as torch's CPU kernels compute them.
+        storage = compute if _numerics.is_half(compute) else None
+        if storage is not None:
+            compute = jnp.dtype(jnp.float32)
+            leaves = tuple(jnp.asarray(leaf).astype(compute) for leaf in leaves)
         real = jnp.finfo(compute).dtype if jnp.issubdtype(compute, jnp.inexact) else None
         cast = {
             name: value.astype(real)
@@ -148,7 +159,9 @@ class LeafKernel(Generic[Output]):
             else value
             for name, value in arrays.items()
         }
-        out = self.fn(*leaves, **constants.values, **cast)
+        with _numerics.stored_as(storage):
+            out = self.fn(*leaves, **constants.values, **cast)
+        leaves = stored
         outputs = tuple(out) if self.fields is not None else (out,)
         kept = tuple(
             _cast_to(value, leaves[i]) for value, i in zip(outputs, self._keeps, strict=True)

@@ -1,9 +1,12 @@
 """Scalar arithmetic shared by the stateful transforms: step counters, bias corrections and
-schedules."""
+schedules; and the rounding of float16/bfloat16 leaves at torch's op boundaries."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -13,6 +16,54 @@ import numpy as np
 from optkit import _tree, _validation
 
 _INT32_MAX = jnp.iinfo(jnp.int32).max
+
+# The storage dtype of the float16/bfloat16 leaf whose kernel is being traced (None otherwise).
+_STORAGE: contextvars.ContextVar[Any] = contextvars.ContextVar("optkit_storage", default=None)
+
+
+def is_half(dtype: Any) -> bool:
+    """Whether ``dtype`` is a 16-bit float that torch computes in float32 (float16, bfloat16)."""
+    return jnp.dtype(dtype) in (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
+
+
+@contextlib.contextmanager
+def stored_as(dtype: Any) -> Iterator[None]:
+    """Within the block, :func:`rounded` rounds to ``dtype`` (a 16-bit float) or, for ``None``,
+    not at all. Set by the leaf kernels around a kernel's body."""
+    token = _STORAGE.set(None if dtype is None else jnp.dtype(dtype))
+    try:
+        yield
+    finally:
+        _STORAGE.reset(token)
+
+
+def rounded(value: Any) -> Any:
+    """``value`` rounded to the storage dtype of the 16-bit leaf being computed, kept in float32.
+
+    torch's CPU kernels compute each op on a float16 or bfloat16 tensor in float32 and round the
+    op's result once to the tensor's dtype; a kernel calls this where torch's op ends. The
+    identity for float32 and float64 leaves (and outside a kernel), so their math is unchanged.
+    """
+    storage = _STORAGE.get()
+    if storage is None:
+        return value
+    value = jnp.asarray(value)
+    return value.astype(storage).astype(value.dtype)
+
+
+def rounded_scalar(value: Any) -> Any:
+    """A scalar multiplier rounded to the storage dtype of the 16-bit leaf being computed.
+
+    torch rounds ``alpha`` of ``add_(x, alpha=a)`` and the scalar of ``add_(s)`` to the
+    tensor's dtype before the op (``mul_(s)``, ``lerp_``, ``addcmul_`` and ``addcdiv_`` take
+    theirs in float32). The identity for float32 and float64 leaves.
+    """
+    storage = _STORAGE.get()
+    if storage is None:
+        return value
+    if isinstance(value, int | float):
+        return float(np.asarray(value, dtype=storage).astype(np.float32))
+    return jnp.asarray(value).astype(storage).astype(jnp.float32)
 
 
 def zero_count(params: Any = None) -> jax.Array:

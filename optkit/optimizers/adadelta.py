@@ -11,7 +11,7 @@ from optkit import _numerics, _tree, _validation
 from optkit._base import GradientTransformation, Params, Scalar, ScalarOrSchedule, Updates
 from optkit._kernel import leaf_kernel
 from optkit.optimizers._compose import chain_present, described, maybe_l2_decay, maybe_negate
-from optkit.transforms.scaling import scale_by_learning_rate
+from optkit.transforms.scaling import scale_by_learning_rate_as_alpha
 
 
 class ScaleByAdadeltaState(NamedTuple):
@@ -33,14 +33,25 @@ class AdadeltaLeaf(NamedTuple):
 
 
 def _average_of_squares(average, x, *, rho, one_minus_rho):
-    return (rho * average + one_minus_rho * (x * x)).astype(average.dtype)
+    """torch's ``average.mul_(rho).addcmul_(x, x, value=1 - rho)``, rounded as its ops are."""
+    rounded = _numerics.rounded
+    return rounded(rounded(rho * average) + one_minus_rho * (x * x)).astype(average.dtype)
+
+
+def _root(average, eps):
+    """torch's ``average.add(eps).sqrt_()``: eps is rounded to a 16-bit dtype, as the sum is."""
+    rounded = _numerics.rounded
+    return rounded(jnp.sqrt(rounded(average + _numerics.rounded_scalar(eps))))
 
 
 @leaf_kernel
 def _adadelta(square_avg, acc_delta, update, *, rho, one_minus_rho, eps) -> AdadeltaLeaf:
+    rounded = _numerics.rounded
     square_avg = _average_of_squares(square_avg, update, rho=rho, one_minus_rho=one_minus_rho)
-    # The step is formed, and rounded to the leaf's dtype, before it enters acc_delta.
-    delta = (jnp.sqrt(acc_delta + eps) / jnp.sqrt(square_avg + eps) * update).astype(update.dtype)
+    # torch's delta.div_(std).mul_(g): the step is formed, and rounded to the leaf's dtype,
+    # before it enters acc_delta.
+    ratio = rounded(_root(acc_delta, eps) / _root(square_avg, eps))
+    delta = rounded(ratio * update).astype(update.dtype)
     acc_delta = _average_of_squares(acc_delta, delta, rho=rho, one_minus_rho=one_minus_rho)
     return AdadeltaLeaf(square_avg, acc_delta, delta)
 
@@ -148,7 +159,7 @@ def adadelta(
         maybe_negate(maximize),
         maybe_l2_decay(weight_decay),
         scale_by_adadelta(rho=rho, eps=eps),
-        scale_by_learning_rate(learning_rate),
+        scale_by_learning_rate_as_alpha(learning_rate),  # torch's param.add_(delta, alpha=-lr)
     )
     return described(
         transform,

@@ -32,8 +32,12 @@ class RssLeaf(NamedTuple):
 
 @leaf_kernel
 def _rss(sum_of_squares, update, *, eps) -> RssLeaf:
-    sum_of_squares = (sum_of_squares + update * update).astype(sum_of_squares.dtype)
-    return RssLeaf(sum_of_squares, update / (jnp.sqrt(sum_of_squares) + eps))
+    # torch's sum.addcmul_(g, g), then sum.sqrt().add_(eps), rounded as its ops are (a float16
+    # sum overflows to inf past 65504, as torch's does).
+    rounded = _numerics.rounded
+    sum_of_squares = rounded(sum_of_squares + update * update).astype(sum_of_squares.dtype)
+    root = rounded(jnp.sqrt(sum_of_squares))
+    return RssLeaf(sum_of_squares, update / rounded(root + _numerics.rounded_scalar(eps)))
 
 
 def scale_by_rss(

@@ -45,10 +45,20 @@ class AmsgradLeaf(NamedTuple):
 
 def moments(mu, nu, g, *, one_minus_b1, b2, one_minus_b2):
     """Adam's new moments (also NAdam's and RAdam's), each rounded to its stored dtype before
-    the step reads it."""
-    mu = _numerics.lerp(mu, g, one_minus_b1).astype(mu.dtype)
-    nu = (b2 * nu + one_minus_b2 * (g * g)).astype(nu.dtype)
+    the step reads it: torch's ``mu.lerp_(g, 1 - b1)`` and ``nu.mul_(b2).addcmul_(g, g,
+    value=1 - b2)``, the square scaled before it is added (so it does not overflow float16)."""
+    rounded = _numerics.rounded
+    mu = rounded(_numerics.lerp(mu, g, one_minus_b1)).astype(mu.dtype)
+    nu = rounded(rounded(b2 * nu) + one_minus_b2 * (g * g)).astype(nu.dtype)
     return mu, nu
+
+
+def denominator(nu, *, eps, sqrt_bias_correction2):
+    """torch's ``(nu.sqrt() / sqrt_bias_correction2).add_(eps)``, rounded as its ops are."""
+    rounded = _numerics.rounded
+    return rounded(
+        rounded(rounded(jnp.sqrt(nu)) / sqrt_bias_correction2) + _numerics.rounded_scalar(eps)
+    )
 
 
 @leaf_kernel
@@ -56,8 +66,8 @@ def _adam(
     mu, nu, update, *, one_minus_b1, b2, one_minus_b2, eps, bias_correction1, sqrt_bias_correction2
 ) -> AdamLeaf:
     mu, nu = moments(mu, nu, update, one_minus_b1=one_minus_b1, b2=b2, one_minus_b2=one_minus_b2)
-    denominator = jnp.sqrt(nu) / sqrt_bias_correction2 + eps
-    return AdamLeaf(mu, nu, (mu / bias_correction1) / denominator)
+    step = denominator(nu, eps=eps, sqrt_bias_correction2=sqrt_bias_correction2)
+    return AdamLeaf(mu, nu, (mu / bias_correction1) / step)
 
 
 @leaf_kernel
@@ -95,8 +105,8 @@ def _amsgrad(
 ) -> AmsgradLeaf:
     mu, nu = moments(mu, nu, update, one_minus_b1=one_minus_b1, b2=b2, one_minus_b2=one_minus_b2)
     nu_max = jnp.maximum(nu_max, nu)
-    denominator = jnp.sqrt(nu_max) / sqrt_bias_correction2 + eps
-    return AmsgradLeaf(mu, nu, nu_max, (mu / bias_correction1) / denominator)
+    step = denominator(nu_max, eps=eps, sqrt_bias_correction2=sqrt_bias_correction2)
+    return AmsgradLeaf(mu, nu, nu_max, (mu / bias_correction1) / step)
 
 
 @leaf_kernel

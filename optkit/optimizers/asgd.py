@@ -45,11 +45,15 @@ class AsgdLeaf(NamedTuple):
 
 @leaf_kernel
 def _asgd(ax, update, param, *, decay, eta, mu, average) -> AsgdLeaf:
-    # torch: p.mul_(1 - lambd * eta), then p.add_(g, alpha=-eta), each rounded to p's dtype.
-    new_param = (param * decay).astype(param.dtype)
-    new_param = (new_param - eta * update).astype(param.dtype)
-    # ``average`` is mu != 1 decided in float32 by the caller: a bfloat16 leaf would round mu.
-    ax = jnp.where(average, ax + (new_param - ax) * mu, new_param)
+    # torch: p.mul_(1 - lambd * eta), then p.add_(g, alpha=-eta), each rounded to p's dtype
+    # (a 16-bit p's add_ rounds its alpha first).
+    rounded = _numerics.rounded
+    new_param = rounded(param * decay).astype(param.dtype)
+    new_param = rounded(new_param - _numerics.rounded_scalar(eta) * update).astype(param.dtype)
+    # torch's ax.add_(p.sub(ax).mul_(mu)), each op rounded; ``average`` is mu != 1 decided in
+    # float32 by the caller: a bfloat16 leaf would round mu.
+    moved = rounded(ax + rounded(rounded(new_param - ax) * mu))
+    ax = jnp.where(average, moved, new_param)
     return AsgdLeaf(ax=ax, update=new_param - param)
 
 

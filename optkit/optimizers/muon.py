@@ -44,7 +44,8 @@ class MuonLeaf(NamedTuple):
 
 def _buffer(momentum_buffer: jax.Array, update: jax.Array, weight: Any) -> jax.Array:
     """torch's ``buf.lerp_(grad, 1 - momentum)``, rounded to the buffer's dtype."""
-    return _numerics.lerp(momentum_buffer, update, weight).astype(momentum_buffer.dtype)
+    rounded = _numerics.rounded(_numerics.lerp(momentum_buffer, update, weight))
+    return rounded.astype(momentum_buffer.dtype)
 
 
 @leaf_kernel
@@ -59,7 +60,8 @@ def _nesterov_muon(
     momentum_buffer, update, *, momentum, one_minus_momentum, a, b, c, ns_steps, eps
 ) -> MuonLeaf:
     momentum_buffer = _buffer(momentum_buffer, update, one_minus_momentum)
-    nesterov = _numerics.lerp(update, momentum_buffer, momentum)
+    # torch's grad.lerp(buf, momentum), rounded to a 16-bit grad's dtype before the iteration.
+    nesterov = _numerics.rounded(_numerics.lerp(update, momentum_buffer, momentum))
     ortho = newton_schulz(nesterov, coefficients=(a, b, c), steps=ns_steps, eps=eps)
     return MuonLeaf(momentum_buffer, ortho)
 

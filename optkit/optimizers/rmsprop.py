@@ -12,7 +12,7 @@ from optkit._base import GradientTransformation, Params, Scalar, ScalarOrSchedul
 from optkit._kernel import leaf_kernel
 from optkit.optimizers._compose import chain_present, described, maybe_l2_decay, maybe_negate
 from optkit.transforms.momentum import trace
-from optkit.transforms.scaling import scale_by_learning_rate
+from optkit.transforms.scaling import scale_by_learning_rate, scale_by_learning_rate_as_alpha
 
 
 class ScaleByRmsState(NamedTuple):
@@ -39,20 +39,29 @@ class CenteredRmsLeaf(NamedTuple):
 
 
 def _average_of_squares(nu, g, *, alpha, one_minus_alpha):
-    return (alpha * nu + one_minus_alpha * (g * g)).astype(nu.dtype)
+    """torch's ``nu.mul_(alpha).addcmul_(g, g, value=1 - alpha)``, rounded as its ops are."""
+    rounded = _numerics.rounded
+    return rounded(rounded(alpha * nu) + one_minus_alpha * (g * g)).astype(nu.dtype)
+
+
+def _plus_eps(root, eps):
+    """torch's ``avg.add_(eps)``: eps is rounded to a 16-bit dtype, as the sum is."""
+    return _numerics.rounded(root + _numerics.rounded_scalar(eps))
 
 
 @leaf_kernel
 def _rms(nu, update, *, alpha, one_minus_alpha, eps) -> RmsLeaf:
     nu = _average_of_squares(nu, update, alpha=alpha, one_minus_alpha=one_minus_alpha)
-    return RmsLeaf(nu, update / (jnp.sqrt(nu) + eps))
+    return RmsLeaf(nu, update / _plus_eps(_numerics.rounded(jnp.sqrt(nu)), eps))
 
 
 @leaf_kernel
 def _centered_rms(nu, mu, update, *, alpha, one_minus_alpha, eps) -> CenteredRmsLeaf:
     nu = _average_of_squares(nu, update, alpha=alpha, one_minus_alpha=one_minus_alpha)
-    mu = _numerics.lerp(mu, update, one_minus_alpha).astype(mu.dtype)
-    return CenteredRmsLeaf(nu, mu, update / (jnp.sqrt(nu - mu * mu) + eps))
+    rounded = _numerics.rounded
+    mu = rounded(_numerics.lerp(mu, update, one_minus_alpha)).astype(mu.dtype)
+    root = rounded(jnp.sqrt(rounded(nu - mu * mu)))
+    return CenteredRmsLeaf(nu, mu, update / _plus_eps(root, eps))
 
 
 def scale_by_rms(
@@ -162,12 +171,16 @@ def rmsprop(
     _validation.hyperparameters(
         learning_rate=learning_rate, weight_decay=weight_decay, momentum=momentum
     )
+    without_momentum = _validation.is_static_zero(momentum)
     transform = chain_present(
         maybe_negate(maximize),
         maybe_l2_decay(weight_decay),
         scale_by_rms(alpha=alpha, eps=eps, centered=centered),
-        None if _validation.is_static_zero(momentum) else trace(momentum),
-        scale_by_learning_rate(learning_rate),
+        None if without_momentum else trace(momentum),
+        # torch's last op: param.addcdiv_(g, avg, value=-lr), or param.add_(buf, alpha=-lr).
+        scale_by_learning_rate(learning_rate)
+        if without_momentum
+        else scale_by_learning_rate_as_alpha(learning_rate),
     )
     return described(
         transform,

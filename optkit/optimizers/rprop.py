@@ -44,10 +44,16 @@ def _sign(x: jax.Array) -> jax.Array:
 def _rprop(
     step_size, prev, update, *, etaminus, etaplus, step_size_min, step_size_max
 ) -> RpropLeaf:
-    agreement = _sign(update * prev)
-    factor = jnp.where(agreement > 0, etaplus, jnp.where(agreement < 0, etaminus, 1.0))
+    # On 16-bit leaves torch's product is rounded (it can underflow to 0: no sign), and the
+    # etas are stored in the product's dtype before they scale the step sizes.
+    rounded, as_dtype = _numerics.rounded, _numerics.rounded_scalar
+    agreement = _sign(rounded(update * prev))
+    factor = jnp.where(
+        agreement > 0, as_dtype(etaplus), jnp.where(agreement < 0, as_dtype(etaminus), 1.0)
+    )
     # torch clamps every element, the unchanged ones too (a first step larger than the maximum).
-    step_size = jnp.clip(step_size * factor, step_size_min, step_size_max).astype(step_size.dtype)
+    step_size = rounded(jnp.clip(rounded(step_size * factor), step_size_min, step_size_max))
+    step_size = step_size.astype(step_size.dtype)
     # After a sign flip the element does not move, and the next update sees no previous sign.
     update = jnp.where(agreement < 0, 0, update)
     return RpropLeaf(step_size=step_size, prev=update, update=_sign(update) * step_size)

@@ -8,7 +8,7 @@ from optkit import _validation
 from optkit._base import GradientTransformation, Scalar, ScalarOrSchedule
 from optkit.optimizers._compose import chain_present, described, maybe_l2_decay, maybe_negate
 from optkit.transforms.momentum import check_nesterov, trace
-from optkit.transforms.scaling import scale_by_learning_rate
+from optkit.transforms.scaling import scale_by_learning_rate_as_alpha
 
 
 def sgd(
@@ -80,7 +80,7 @@ def sgd(
         None
         if _validation.is_static_zero(momentum)
         else trace(momentum, dampening, nesterov, accumulator_dtype),
-        scale_by_learning_rate(learning_rate),
+        scale_by_learning_rate_as_alpha(learning_rate),  # torch's param.add_(g, alpha=-lr)
     )
     return described(
         transform,

@@ -44,14 +44,14 @@ class TraceLeaf(NamedTuple):
 @leaf_kernel
 def _momentum(trace, update, *, decay) -> TraceLeaf:
     """Undampened momentum; the buffer starts at zero, so the first step is torch's clone."""
-    trace = (decay * trace + update).astype(trace.dtype)
+    trace = _buffer(trace, update, decay, 1.0)
     return TraceLeaf(trace, trace)
 
 
 @leaf_kernel
 def _nesterov_momentum(trace, update, *, decay) -> TraceLeaf:
-    trace = (decay * trace + update).astype(trace.dtype)
-    return TraceLeaf(trace, update + decay * trace)
+    trace = _buffer(trace, update, decay, 1.0)
+    return TraceLeaf(trace, update + _numerics.rounded_scalar(decay) * trace)
 
 
 @leaf_kernel
@@ -59,8 +59,15 @@ def _weighted_momentum(
     trace, update, *, buffer_weight, grad_weight, out_grad, out_buffer
 ) -> TraceLeaf:
     """The general momentum step, with torch's cases folded into scalar weights."""
-    trace = (buffer_weight * trace + grad_weight * update).astype(trace.dtype)
-    return TraceLeaf(trace, out_grad * update + out_buffer * trace)
+    trace = _buffer(trace, update, buffer_weight, grad_weight)
+    return TraceLeaf(trace, out_grad * update + _numerics.rounded_scalar(out_buffer) * trace)
+
+
+def _buffer(trace, update, buffer_weight, grad_weight):
+    """torch's ``buf.mul_(momentum).add_(g, alpha=1 - dampening)``, rounded as its ops are."""
+    rounded = _numerics.rounded
+    scaled = rounded(buffer_weight * trace)
+    return rounded(scaled + _numerics.rounded_scalar(grad_weight) * update).astype(trace.dtype)
 
 
 def trace(

@@ -30,6 +30,13 @@ def _scale(update: jax.Array, *, factor: Any) -> jax.Array:
     return update * factor
 
 
+@leaf_kernel
+def _scale_as_alpha(update: jax.Array, *, factor: Any) -> jax.Array:
+    """torch's ``param.add_(update, alpha=factor)``, whose alpha is rounded to a 16-bit dtype
+    (``addcdiv_``'s and ``mul_``'s scalars are not: :func:`_scale`)."""
+    return update * _numerics.rounded_scalar(factor)
+
+
 def scale_tree(updates: Updates, factor: Any) -> Updates:
     """Multiply every leaf by a scalar, in the leaf's own dtype (a JAX scalar is cast to it)."""
     return _scale(updates, factor=factor)
@@ -81,12 +88,28 @@ def scale_by_learning_rate(
         >>> u
         Array([-0.05], dtype=float32)
     """
+    return _by_learning_rate(learning_rate, flip_sign, _scale)
+
+
+def scale_by_learning_rate_as_alpha(learning_rate: ScalarOrSchedule) -> GradientTransformation:
+    """:func:`scale_by_learning_rate` for optimizers whose last torch op is
+    ``param.add_(update, alpha=-lr)`` (SGD, RMSprop with momentum, Adadelta): on float16 and
+    bfloat16 params the learning rate is rounded to their dtype first, as torch's ``add_``
+    rounds its alpha. The same on float32 and float64 params."""
+    return _by_learning_rate(learning_rate, True, _scale_as_alpha)
+
+
+def _by_learning_rate(
+    learning_rate: ScalarOrSchedule, flip_sign: bool, kernel: Any
+) -> GradientTransformation:
     _validation.hyperparameters(learning_rate=learning_rate)
     flip_sign = _validation.boolean("flip_sign", flip_sign)
     sign = -1.0 if flip_sign else 1.0
 
     if not callable(learning_rate):
-        return scale(sign * learning_rate)
+        factor = sign * learning_rate
+        _validation.hyperparameters(step_size=factor)
+        return stateless(lambda updates, params: kernel(updates, factor=factor))
 
     def init(params: Params) -> ScaleByScheduleState:
         return ScaleByScheduleState(count=_numerics.zero_count(params))
@@ -105,6 +128,7 @@ def scale_by_learning_rate(
                 "return a scalar."
             )
         updates = _tree.check_floating(updates, "scale_by_learning_rate")
-        return scale_tree(updates, factor), ScaleByScheduleState(_numerics.increment(state.count))
+        new_state = ScaleByScheduleState(_numerics.increment(state.count))
+        return kernel(updates, factor=factor), new_state
 
     return GradientTransformation(init, update)

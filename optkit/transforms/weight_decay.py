@@ -7,7 +7,7 @@ from typing import Any
 
 import jax
 
-from optkit import _tree, _validation
+from optkit import _numerics, _tree, _validation
 from optkit._base import (
     GradientTransformation,
     Params,
@@ -29,7 +29,8 @@ def _is_none(x: Any) -> bool:
 
 @leaf_kernel
 def _add_decay(update: jax.Array, param: jax.Array, *, weight_decay: Any) -> jax.Array:
-    return update + weight_decay * param
+    # torch's grad.add(param, alpha=weight_decay), whose alpha is rounded to a 16-bit dtype.
+    return update + _numerics.rounded_scalar(weight_decay) * param
 
 
 def _add_scaled_params(where: str, weight_decay: Any, mask: Mask | None) -> GradientTransformation:
