@@ -4,8 +4,8 @@ torch optimizes a complex param as its real and imaginary parts (``view_as_real`
 it (Adafactor, SparseAdam, Muon). The runs and cases live in ``complex_runs.py``: every variant
 and the param-groups split of every row whose torch class takes complex params, 20 steps, on the
 per-leaf path in complex128; each row's first variant and param-groups split also in complex64
-and through ``optkit.flatten`` (complex128). Trajectories are compared with torch live and with the golden files of
-``generate_complex_golden.py``.
+and through ``optkit.flatten`` (complex128). Trajectories are compared with torch live and with
+the golden files of ``generate_complex_golden.py``.
 """
 
 from __future__ import annotations
