@@ -8,6 +8,7 @@ each update dequantizes, runs the inner optimizer in float32 and quantizes the n
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -52,6 +53,8 @@ class _Quantize:
 
     shape: tuple[int, ...]
     signed: bool
+    sharding: Any = dataclasses.field(default=None, compare=False)
+    """The buffer's sharding when traced on a mesh with explicit axes (``jax.make_mesh``)."""
 
 
 _KEEP = object()
@@ -165,17 +168,29 @@ def quantize_state(
                 and size >= min_size
                 and size % block_size == 0
             )
-            return _Quantize(shape, signed) if quantized else _KEEP
+            if not quantized:
+                return _KEEP
+            return _Quantize(shape, signed, _explicit_sharding(getattr(leaf, "sharding", None)))
 
         return jax.tree.map(leaf_plan, state, is_leaf=_declares)
 
     def encode(how: Any, leaf: Any) -> Any:
         if how is _KEEP:
             return leaf
-        codes, scale = _block_codes.quantize(
-            leaf, bits=bits, signed=how.signed, block_size=block_size
+        quantize = functools.partial(
+            _block_codes.quantize, bits=bits, signed=how.signed, block_size=block_size
         )
-        return QuantizedBuffer(*_placed(codes, scale, leaf))
+        explicit = _explicit_sharding(jax.typeof(leaf).sharding)
+        if explicit is not None:
+            # Explicit axes (jax.make_mesh): the flattening reshape and the map look-ups need
+            # shardings JAX cannot infer, so the encoder runs on auto axes and its outputs are
+            # placed by whole blocks, as _placed places an eagerly built buffer's.
+            spec = _block_spec(explicit, math.prod(leaf.shape) // block_size)
+            placement = NamedSharding(explicit.mesh, spec)
+            return QuantizedBuffer(
+                *jax.sharding.auto_axes(quantize, out_sharding=(placement, placement))(leaf)
+            )
+        return QuantizedBuffer(*_placed(*quantize(leaf), leaf))
 
     def init(params: Params) -> OptState:
         state = inner.init(params)
@@ -198,9 +213,12 @@ def quantize_state(
                 )
             if not stored:
                 return node
-            return _block_codes.dequantize(
-                node.codes, node.scale, bits=bits, signed=how.signed, shape=how.shape
+            dequantize = functools.partial(
+                _block_codes.dequantize, bits=bits, signed=how.signed, shape=how.shape
             )
+            if how.sharding is not None:  # explicit axes: see encode
+                return jax.sharding.auto_axes(dequantize, out_sharding=how.sharding)(*node)
+            return dequantize(*node)
 
         try:
             buffers = jax.tree_util.tree_map_with_path(decode, layout, state)
@@ -230,13 +248,26 @@ def _placed(codes: jax.Array, scale: jax.Array, buffer: Any) -> tuple[jax.Array,
         if len(sharding.device_set) == 1:
             return jax.device_put(codes, sharding), jax.device_put(scale, sharding)
         return codes, scale
+    placement = NamedSharding(
+        sharding.mesh, _block_spec(sharding, scale.shape[0]), memory_kind=sharding.memory_kind
+    )
+    return jax.device_put(codes, placement), jax.device_put(scale, placement)
+
+
+def _block_spec(sharding: NamedSharding, num_blocks: int) -> PartitionSpec:
+    """The spec of a buffer's codes and scales: the block axis split like the buffer's first
+    axis when every device's share holds whole blocks, replicated otherwise."""
     first_axis = sharding.spec[0] if len(sharding.spec) else None
     names = (
         () if first_axis is None else (first_axis,) if isinstance(first_axis, str) else first_axis
     )
-    shards = 1
-    for name in names:
-        shards *= sharding.mesh.shape[name]
-    spec = PartitionSpec(first_axis) if scale.shape[0] % shards == 0 else PartitionSpec()
-    placement = NamedSharding(sharding.mesh, spec, memory_kind=sharding.memory_kind)
-    return jax.device_put(codes, placement), jax.device_put(scale, placement)
+    shards = math.prod(sharding.mesh.shape[name] for name in names)
+    return PartitionSpec(first_axis) if num_blocks % shards == 0 else PartitionSpec()
+
+
+def _explicit_sharding(sharding: Any) -> NamedSharding | None:
+    """``sharding`` when it is a ``NamedSharding`` on a mesh with an explicit axis, else None."""
+    if not isinstance(sharding, NamedSharding):
+        return None
+    explicit = jax.sharding.AxisType.Explicit
+    return sharding if explicit in sharding.mesh.axis_types else None
