@@ -9,6 +9,8 @@ for every value.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import numbers
 import types
 from collections.abc import Callable, Iterable
@@ -18,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optkit import _numerics, _tree, _validation
+from optkit import _arguments, _numerics, _state, _tree, _validation
 from optkit._base import (
     DescribedTransformation,
     GradientTransformation,
@@ -42,56 +44,109 @@ class InjectHyperparamsState(NamedTuple):
 
 
 def _is_numeric(value: Any) -> bool:
+    """A number to inject: a Python or NumPy real number, or a floating JAX/NumPy array. Arrays
+    of other dtypes (PRNG keys, integer arrays) and bools are passed through as they are."""
     if isinstance(value, bool | np.bool_):
         return False
-    return isinstance(value, numbers.Real | np.generic | np.ndarray | jax.Array)
+    if isinstance(value, np.ndarray | jax.Array):
+        return jnp.issubdtype(value.dtype, jnp.floating)
+    return isinstance(value, numbers.Real | np.generic) and not isinstance(value, np.bool_)
 
 
-def _as_array(name: str, value: Any) -> jax.Array:
-    """A strongly typed float scalar, so values set later never change the jitted signature."""
-    if not _is_numeric(value):
-        raise TypeError(f"hyperparameter {name} must be a number, got {type(value).__name__}.")
+def _as_array(name: str, value: Any, dtype: Any = None) -> jax.Array:
+    """A strongly typed float scalar, so values set later never change the jitted signature:
+    in ``dtype`` when given (``hyperparam_dtype``), else the value's own float dtype (JAX's
+    default float for a Python or integer number)."""
     array = jnp.asarray(value)
     if array.ndim != 0:
         raise ValueError(f"hyperparameter {name} must be a scalar, got shape {array.shape}.")
-    dtype = array.dtype if jnp.issubdtype(array.dtype, jnp.floating) else jnp.result_type(float)
+    if not (jnp.issubdtype(array.dtype, jnp.floating) or jnp.issubdtype(array.dtype, jnp.integer)):
+        raise TypeError(f"hyperparameter {name} must be a real number, got dtype {array.dtype}.")
+    if dtype is None:
+        dtype = array.dtype if jnp.issubdtype(array.dtype, jnp.floating) else jnp.result_type(float)
     return array.astype(dtype)
 
 
 def _check_schedule(name: str, schedule: Callable[[jax.Array], Any]) -> jax.Array:
-    """Call a schedule at count 0 so a callable that is not one fails now, with a hint, and
-    range-check that first value against :data:`optkit._validation.RANGES`.
-
-    Returns the first value as a concrete float scalar: the optimizer is then built once with it,
-    so its own checks run on a number. Later values are traced under ``jit``; they are not
-    checked.
-    """
-
-    def not_a_schedule(what: str) -> TypeError:
-        return TypeError(
-            f"{name} is callable, so it is treated as a schedule of the update count, but it "
-            f"{what}. If it is not a schedule, pass static_args=({name!r},)."
-        )
-
+    """Check a schedule at count 0 (:func:`optkit._validation.schedule`) and return that value
+    as a concrete float scalar: the optimizer is then built once with it, so its own checks run
+    on a number. A callable that is not a schedule gets a hint towards ``static_args``."""
     try:
-        first = schedule(_numerics.zero_count())
-    except Exception as error:
-        raise not_a_schedule(f"failed on a count: {error}") from error
-    if not _is_numeric(first) or jnp.ndim(first) != 0:
-        raise not_a_schedule(f"returned {type(first).__name__} {first!r} instead of a scalar")
-    first = _as_array(name, first)
-    if name in _validation.RANGES:
-        try:
-            _validation.hyperparameters(**{name: first})
-        except ValueError as error:
-            raise ValueError(
-                f"{name} is a schedule whose value at count 0 is out of range: {error}"
-            ) from error
-    return first
+        first = _validation.schedule(name, schedule)
+    except TypeError as error:
+        raise TypeError(f"{error} If it is not a schedule, pass static_args=({name!r},).") from (
+            error.__cause__ or error
+        )
+    return _as_array(name, schedule(_numerics.zero_count()) if first is None else first)
+
+
+def _check_rounded(numeric: dict[str, Any], dtype: Any) -> None:
+    """Range-check each value as rounded to ``hyperparam_dtype``: ``b2=0.999`` is 1.0 in
+    bfloat16, which Adam refuses."""
+    for name, value in numeric.items():
+        if name in _validation.RANGES:
+            rounded = _as_array(name, value, dtype)
+            try:
+                _validation.hyperparameters(**{name: rounded})
+            except ValueError as error:
+                raise ValueError(
+                    f"{name}={value!r} is {float(rounded)!r} in hyperparam_dtype {dtype}: {error}"
+                ) from None
+
+
+def _static_names(factory: Callable[..., Any], static_args: str | Iterable[str]) -> frozenset[str]:
+    """``static_args`` as a set of names, each one a parameter of ``factory``."""
+    names = frozenset([static_args] if isinstance(static_args, str) else static_args)
+    unknown = _arguments.unknown_names(factory, sorted(names))
+    if unknown:
+        reasons = "; ".join(f"{name!r}: {why}" for name, why in unknown.items())
+        raise ValueError(
+            f"inject_hyperparams: static_args names {sorted(unknown)}, which "
+            f"{getattr(factory, '__name__', 'the factory')} does not take ({reasons})."
+        )
+    return names
+
+
+def _bound_arguments(
+    factory: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[dict[str, Any], frozenset[str]]:
+    """Every argument of the call by name, defaults included, and the names given explicitly.
+
+    A factory without an inspectable signature takes keywords only.
+    """
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        if args:
+            raise TypeError(
+                "inject_hyperparams: this factory has no inspectable signature; pass its "
+                "arguments by keyword."
+            ) from None
+        return dict(kwargs), frozenset(kwargs)
+    bound = signature.bind(*args, **kwargs)
+    given = frozenset(bound.arguments)
+    bound.apply_defaults()
+    arguments = {}
+    for name, value in bound.arguments.items():
+        kind = signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            arguments.update(value)
+            given |= frozenset(value)
+        elif kind is inspect.Parameter.VAR_POSITIONAL:
+            if value:
+                raise TypeError(
+                    f"inject_hyperparams: {name} takes extra positional arguments, which cannot "
+                    "be injected by name."
+                )
+        else:
+            arguments[name] = value
+    return arguments, given
 
 
 def inject_hyperparams(
-    factory: Callable[..., GradientTransformation], static_args: Iterable[str] = ()
+    factory: Callable[..., GradientTransformation],
+    static_args: str | Iterable[str] = (),
+    hyperparam_dtype: Any = None,
 ) -> Callable[..., GradientTransformation]:
     """Wrap an optimizer factory so its numeric hyperparameters live in the state.
 
@@ -151,24 +206,36 @@ def inject_hyperparams(
         >>> print(f"{optkit.get_hyperparams(state)['b1']:.3f}")
         0.850
     """
-    static_names = frozenset(static_args)
+    static_names = _static_names(factory, static_args)
+    if hyperparam_dtype is not None:
+        hyperparam_dtype = jnp.dtype(hyperparam_dtype)
+        if not jnp.issubdtype(hyperparam_dtype, jnp.floating):
+            raise TypeError(
+                f"inject_hyperparams: hyperparam_dtype must be a floating dtype, got "
+                f"{hyperparam_dtype}."
+            )
 
-    def build(**kwargs: Any) -> GradientTransformation:
+    @functools.wraps(factory)
+    def build(*args: Any, **kwargs: Any) -> GradientTransformation:
+        arguments, given = _bound_arguments(factory, args, kwargs)
         static = {}
         numeric = {}
         schedules = {}
-        for name, value in kwargs.items():
-            structural = _validation.is_structural(name)
-            if name in static_names or structural or not (_is_numeric(value) or callable(value)):
+        for name, value in arguments.items():
+            if name in static_names or _validation.is_structural(name):
                 static[name] = value
-            elif callable(value):
+            elif callable(value) and name in given:
                 schedules[name] = value
-            else:
+            elif _is_numeric(value):
                 numeric[name] = value
+            else:
+                static[name] = value
         # Build once, each schedule replaced by its value at count 0, so bad hyperparameters
         # fail here, not at the first step. A schedule reaches the optimizer as an array, as in
         # `make` below: a value that can change, never a static zero pruned from the chain.
         first = {name: _check_schedule(name, schedule) for name, schedule in schedules.items()}
+        if hyperparam_dtype is not None:
+            _check_rounded(numeric, hyperparam_dtype)
         built = factory(**static, **numeric, **first)
         # The result also says which torch optimizer this is (the state holds the live values);
         # its description names the schedules themselves, which an export evaluates.
@@ -183,12 +250,16 @@ def inject_hyperparams(
             return factory(**static, **hyperparams, **scheduled)
 
         def evaluate(count: jax.Array) -> dict[str, jax.Array]:
-            return {name: _as_array(name, fn(count)) for name, fn in schedules.items()}
+            return {
+                name: _as_array(name, _validation.call_schedule(name, fn, count), hyperparam_dtype)
+                for name, fn in schedules.items()
+            }
 
         def init(params: Params) -> InjectHyperparamsState:
             count = _numerics.zero_count(params)
             hyperparams = _tree.place_scalars(
-                {name: _as_array(name, value) for name, value in numeric.items()}, params
+                {name: _as_array(name, value, hyperparam_dtype) for name, value in numeric.items()},
+                params,
             )
             scheduled = _tree.place_scalars(evaluate(_numerics.zero_count()), params)
             return InjectHyperparamsState(
@@ -215,7 +286,10 @@ def inject_hyperparams(
                 inner_state=inner_state,
             )
 
-        return DescribedTransformation(init, update, description)
+        where = f"inject_hyperparams({getattr(factory, '__name__', 'factory')}) update"
+        return DescribedTransformation(
+            init, _state.checking_state(init, update, where), description
+        )
 
     return build
 
@@ -323,8 +397,9 @@ def set_hyperparams(state: OptState, *, group: int | None = None, **values: Any)
         if name in scheduled:
             raise ValueError(f"{name} is driven by a schedule; it cannot be set.")
         if name not in settable:
+            hint = f" ({_arguments.hint(name, sorted(settable))})" if settable else ""
             raise ValueError(
-                f"no injected hyperparameter named {name!r} in the state; "
+                f"no injected hyperparameter named {name!r} in the state{hint}; "
                 f"settable: {sorted(settable) or 'none (use optkit.inject_hyperparams)'}."
             )
 

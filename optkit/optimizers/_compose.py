@@ -6,7 +6,7 @@ from __future__ import annotations
 import types
 from typing import Any
 
-from optkit import _validation
+from optkit import _state, _validation
 from optkit._base import (
     DescribedTransformation,
     GradientTransformation,
@@ -38,6 +38,8 @@ def described(
 ) -> GradientTransformation:
     """``transform``, carrying the ``torch.optim`` class it reproduces and every argument of the
     factory that built it (by optkit name), for :func:`optkit.to_torch_state_dict` and
-    :func:`optkit.from_torch_state_dict` to read."""
+    :func:`optkit.from_torch_state_dict` to read. Its ``update`` refuses a state that another
+    optimizer's ``init`` made (:func:`optkit._state.checking_state`)."""
     description = OptimizerDescription(torch_class, types.MappingProxyType(dict(arguments)))
-    return DescribedTransformation(transform.init, transform.update, description)
+    update = _state.checking_state(transform.init, transform.update, f"{torch_class} update")
+    return DescribedTransformation(transform.init, update, description)
