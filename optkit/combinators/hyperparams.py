@@ -276,12 +276,18 @@ def inject_hyperparams(
             **extra_args: Any,
         ) -> tuple[Updates, InjectHyperparamsState]:
             scheduled = evaluate(state.count)
-            updates, inner_state = make(state.hyperparams, scheduled).update(
+            # Values written into the state by other tools (optax.tree_utils.tree_set writes
+            # Python numbers) are arrays here, so a zero never prunes a transform.
+            hyperparams = {
+                name: value if isinstance(value, jax.Array) else _as_array(name, value)
+                for name, value in state.hyperparams.items()
+            }
+            updates, inner_state = make(hyperparams, scheduled).update(
                 updates, state.inner_state, params, **extra_args
             )
             return updates, InjectHyperparamsState(
                 count=_numerics.increment(state.count),
-                hyperparams=state.hyperparams,
+                hyperparams=hyperparams,
                 scheduled=scheduled,
                 inner_state=inner_state,
             )
@@ -326,6 +332,8 @@ def _placed_like(value: Any, old: Any) -> Any:
     """
 
     def place(leaf: Any) -> jax.Array:
+        if not hasattr(leaf, "dtype"):  # a Python number written by another tool
+            return _as_array("value", value)
         new = jnp.asarray(value, dtype=leaf.dtype)
         return jax.device_put(new, leaf.sharding) if _tree.is_committed(leaf) else new
 
