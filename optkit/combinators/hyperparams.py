@@ -151,19 +151,28 @@ def inject_hyperparams(
     """Wrap an optimizer factory so its numeric hyperparameters live in the state.
 
     ``inject_hyperparams(optkit.adamw)(learning_rate=1e-3, weight_decay=0.1)`` behaves as
-    ``optkit.adamw(learning_rate=1e-3, weight_decay=0.1)``, but both values are arrays in the
-    state: read them with :func:`get_hyperparams`, change them with :func:`set_hyperparams`,
-    without recompiling a jitted step. Arguments are sorted into three kinds:
+    ``optkit.adamw(learning_rate=1e-3, weight_decay=0.1)``, but its numeric hyperparameters are
+    arrays in the state: read them with :func:`get_hyperparams` (or optax's
+    ``optax.tree_utils.tree_get``), change them with :func:`set_hyperparams` (or
+    ``tree_set``), without recompiling a jitted step. The returned function takes the factory's
+    arguments, positionally or by name, and sorts every one of them, defaults included (as
+    optax's ``inject_hyperparams`` does), into three kinds:
 
-    - numeric (Python numbers, NumPy and JAX scalars): stored in ``state.hyperparams``;
-    - callables: schedules of the 0-based update count, for any numeric hyperparameter
-      (``learning_rate``, ``momentum``, ``dampening``, ``b1``, ``b2``, ``eps``,
+    - numeric (Python numbers, NumPy scalars, floating JAX/NumPy scalars): stored in
+      ``state.hyperparams`` as floats, in ``hyperparam_dtype`` when given, else in the value's
+      float dtype (JAX's default float for a Python number). Defaults count:
+      ``inject_hyperparams(optkit.adam)(0.1)`` holds ``b1``, ``b2``, ``eps`` and
+      ``weight_decay`` too, so each can be set later, as any key of a torch param group;
+    - callables given explicitly: schedules of the 0-based update count, for any numeric
+      hyperparameter (``learning_rate``, ``momentum``, ``dampening``, ``b1``, ``b2``, ``eps``,
       ``weight_decay``, ...), evaluated before each update, their outputs stored in
       ``state.scheduled``;
-    - bools, strings, ``None``, tuples, arguments that fix the optimizer's structure (a loop
-      count, a history length, ``clip_by_global_norm``'s ``norm_type``) and names listed in
-      ``static_args``: passed through unchanged (use ``static_args`` for a callable that is not
-      a schedule, such as adamw's ``mask``). :func:`set_hyperparams` refuses structural names.
+    - bools, strings, ``None``, tuples, arrays that are not floating (PRNG keys, integer
+      arrays), arguments that fix the optimizer's structure (a loop count, a history length,
+      ``clip_by_global_norm``'s ``norm_type``) and names listed in ``static_args``: passed
+      through unchanged (use ``static_args`` for a callable that is not a schedule, such as
+      adamw's ``mask``, or to keep a number a Python constant). :func:`set_hyperparams` refuses
+      structural names.
 
     A schedule is torch's ``optimizer.param_groups[0][name] = schedule(step)`` before each
     ``optimizer.step()``; ``momentum=`` (SGD, RMSprop) or ``b1=`` (Adam family) driven by
@@ -182,7 +191,18 @@ def inject_hyperparams(
     a step at momentum 0 uses no buffer (with ``nesterov=True`` it is plain SGD, as torch's step
     is), the first step with a non-zero momentum starts the buffer from the gradient.
     ``nesterov=True`` is checked against a Python momentum and dampening only, as torch checks
-    the values given to its constructor.
+    the values given to its constructor. Because defaults are held too, an injected ``sgd``
+    keeps a momentum buffer and an L2 decay step (at 0) that the plain one prunes, and reads the
+    params in ``update``; pass ``static_args=("momentum", "weight_decay")`` to keep them out.
+
+    Args:
+        factory: A function returning a gradient transformation (an optkit or optax optimizer
+            or primitive).
+        static_args: A name, or names, of ``factory``'s parameters passed through unchanged,
+            never injected. A name the factory does not take is a ValueError.
+        hyperparam_dtype: The floating dtype of every injected value and schedule output
+            (optax's argument). A value that rounds out of its range in it (``b2=0.999`` is 1.0
+            in bfloat16) is a ValueError at construction.
 
     Examples:
         >>> import jax, jax.numpy as jnp, optkit
@@ -205,6 +225,21 @@ def inject_hyperparams(
         ...     updates, state = tx.update(jnp.ones(2), state, params)
         >>> print(f"{optkit.get_hyperparams(state)['b1']:.3f}")
         0.850
+
+        Positional arguments, and the defaults held too, found by optax's tree tools:
+
+        >>> import optax
+        >>> state = optkit.inject_hyperparams(optkit.adam)(0.1).init(params)
+        >>> state = optax.tree_utils.tree_set(state, b2=0.99)
+        >>> sorted(optkit.get_hyperparams(state))
+        ['b1', 'b2', 'eps', 'learning_rate', 'weight_decay']
+
+    Raises:
+        ValueError: if ``static_args`` names a parameter ``factory`` does not take; when the
+            optimizer is built, if a value or a schedule's value at count 0 is out of range.
+        TypeError: when the optimizer is built, if a schedule fails on the count 0 or returns
+            something other than a real scalar (a bool, a complex number); at trace time, a
+            schedule's own error, chained, names the argument it was given as.
     """
     static_names = _static_names(factory, static_args)
     if hyperparam_dtype is not None:
