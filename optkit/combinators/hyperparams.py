@@ -375,6 +375,23 @@ def _placed_like(value: Any, old: Any) -> Any:
     return jax.tree.map(place, old)
 
 
+def _check_stored(name: str, value: Any, stored: Any) -> None:
+    """Range-check a value as stored, in the state's dtype: 0.9999 is 1.0 in bfloat16, which a
+    ``b2`` must not reach."""
+    if (
+        name not in _validation.RANGES
+        or not isinstance(stored, jax.Array)  # e.g. inside a Flax nnx wrapper: checked as given
+        or isinstance(stored, jax.core.Tracer)
+    ):
+        return
+    try:
+        _validation.hyperparameters(**{name: stored})
+    except ValueError as error:
+        raise ValueError(
+            f"{name}={value!r} is {float(stored)!r} in the state's {stored.dtype}: {error}"
+        ) from None
+
+
 def get_hyperparams(state: OptState, *, group: int | None = None) -> dict[str, jax.Array]:
     """The current hyperparameters of the injected optimizer in ``state``.
 
@@ -453,6 +470,8 @@ def set_hyperparams(state: OptState, *, group: int | None = None, **values: Any)
             name: _placed_like(values[name], old) if name in values else old
             for name, old in node.hyperparams.items()
         }
+        for name in values.keys() & hyperparams.keys():
+            _check_stored(name, values[name], hyperparams[name])
         return node._replace(hyperparams=hyperparams)
 
     def replace_all(tree: OptState) -> OptState:

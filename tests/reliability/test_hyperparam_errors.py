@@ -222,3 +222,11 @@ def test_schedule_failing_under_jit_names_its_argument(make, name) -> None:
     assert f"the schedule given as {name} failed on the traced update count" in message
     assert "jnp.where" in message
     assert isinstance(raised.value.__cause__, jax.errors.ConcretizationTypeError)
+
+
+def test_set_hyperparams_checks_the_value_as_stored() -> None:
+    # 0.9999 rounds to 1.0 in bfloat16, where b2 must stay below 1.
+    tx = optkit.inject_hyperparams(optkit.adam, hyperparam_dtype=jnp.bfloat16)(0.1, b2=0.99)
+    state = tx.init(PARAMS)
+    with pytest.raises(ValueError, match=r"b2=0.9999 is 1.0 in the state's bfloat16"):
+        optkit.set_hyperparams(state, b2=0.9999)
