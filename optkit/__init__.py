@@ -6,6 +6,7 @@ Every optimizer is a short :func:`chain` of primitives; every primitive is a pur
 """
 
 from optkit import schedules
+from optkit._arguments import refuse_foreign_names as _refuse_foreign_names
 from optkit._base import (
     EmptyState,
     GradientTransformation,
@@ -88,6 +89,30 @@ from optkit.transforms.plateau import (
 )
 from optkit.transforms.scaling import ScaleByScheduleState, negate, scale, scale_by_learning_rate
 from optkit.transforms.weight_decay import add_decayed_weights, add_l2_decay
+
+# The torch-named optimizers refuse an argument they do not take (torch's `lr=`, `betas=`, a
+# typo) with a TypeError naming the optkit argument to use. Wrapped here, in one place, so the
+# optimizer modules define plain functions; the wrappers keep their signatures and docstrings.
+_OPTIMIZERS = (
+    "adadelta",
+    "adafactor",
+    "adagrad",
+    "adam",
+    "adamax",
+    "adamw",
+    "asgd",
+    "lbfgs",
+    "muon",
+    "nadam",
+    "radam",
+    "rmsprop",
+    "rprop",
+    "sgd",
+    "sparse_adam",
+)
+for _name in _OPTIMIZERS:
+    globals()[_name] = _refuse_foreign_names(globals()[_name])
+del _name
 
 __version__ = "0.1.0.dev0"
 

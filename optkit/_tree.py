@@ -32,7 +32,7 @@ def path_str(path: Sequence[Any]) -> str:
     return "/".join(_key_name(k) for k in path) or "<root>"
 
 
-def _is_nnx_variable(node: Any) -> bool:
+def is_nnx_variable(node: Any) -> bool:
     """Whether ``node`` is a Flax nnx ``Variable`` (checked by name: optkit does not need flax)."""
     return any(
         cls.__name__ == "Variable" and cls.__module__.startswith("flax.nnx")
@@ -47,8 +47,8 @@ def leaves_with_paths(tree: Any) -> list[tuple[str, Any]]:
     ``nnx.state(model, nnx.Param)`` reads ``l1/bias``, as in the module, not ``l1/bias/value``.
     """
     pairs = []
-    for path, node in jax.tree_util.tree_leaves_with_path(tree, is_leaf=_is_nnx_variable):
-        if not _is_nnx_variable(node):
+    for path, node in jax.tree_util.tree_leaves_with_path(tree, is_leaf=is_nnx_variable):
+        if not is_nnx_variable(node):
             pairs.append((path_str(path), node))
             continue
         inner = jax.tree_util.tree_leaves_with_path(node)

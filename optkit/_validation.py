@@ -178,7 +178,10 @@ def hyperparameters(**values: Any) -> None:
                 f"{name} fixes the transform's formula, so it must be a Python number, "
                 f"got {type(value).__name__} {value!r}."
             )
-        if callable(value) and not allowed.schedule:
+        if callable(value) and allowed.schedule:
+            schedule(name, value)
+            continue
+        if callable(value):
             raise TypeError(
                 f"{name} must be a number, got the callable {value!r}. To drive {name} by a "
                 "schedule of the update count, build the optimizer with "
@@ -194,6 +197,76 @@ def hyperparameters(**values: Any) -> None:
             low_inclusive=allowed.low_inclusive,
             allow_schedule=allowed.schedule,
         )
+
+
+def schedule(name: str, fn: Callable[[jax.Array], Any]) -> jax.Array | None:
+    """Check a schedule given as ``name`` on a concrete update count 0 and return that value.
+
+    A schedule must return a real scalar (not a bool or a complex number, not NaN) in ``name``'s
+    range in :data:`RANGES`, if it has one. Later values are traced under ``jit``, so only the
+    first is checked. Returns ``None`` when the value is traced (the schedule closes over a
+    traced value): then nothing can be checked before it runs.
+    """
+    try:
+        first = fn(jax.numpy.zeros([], jax.numpy.int32))
+    except Exception as error:
+        raise TypeError(
+            f"{name} is callable, so it is taken as a schedule of the update count, but it "
+            f"failed on the count 0: {type(error).__name__}: {error}"
+        ) from error
+    dtype = getattr(first, "dtype", None)
+    is_bool = isinstance(first, bool | np.bool_) or dtype == np.bool_
+    is_complex = isinstance(first, complex) or (dtype is not None and np.iscomplexobj(first))
+    if is_bool or is_complex or not isinstance(first, numbers.Real | np.generic | jax.Array):
+        shown = f"an array of dtype {dtype}" if dtype is not None else type(first).__name__
+        raise TypeError(
+            f"{name} is callable, so it is taken as a schedule of the update count, but at "
+            f"count 0 it returned {shown} {first!r} instead of a real scalar."
+        )
+    if np.ndim(first) != 0:
+        raise ValueError(
+            f"{name} is callable, so it is taken as a schedule of the update count, but at "
+            f"count 0 it returned shape {np.shape(first)} instead of a scalar."
+        )
+    if isinstance(first, jax.core.Tracer):
+        return None
+    allowed = RANGES.get(name, Range(low=None))
+    try:
+        scalar(
+            name,
+            first,
+            low=allowed.low,
+            high=allowed.high,
+            high_inclusive=allowed.high_inclusive,
+            low_inclusive=allowed.low_inclusive,
+        )
+    except ValueError as error:
+        raise ValueError(
+            f"{name} is a schedule whose value at count 0 is invalid: {error}"
+        ) from None
+    return jax.numpy.asarray(first)
+
+
+def call_schedule(name: str, fn: Callable[[jax.Array], Any], count: jax.Array) -> jax.Array:
+    """``fn(count)`` as an array; an error raised by the schedule names the argument it was given
+    as, chained to the original (under ``jit`` a schedule sees a traced count: Python control
+    flow on it fails there although it ran on the concrete count checked at construction)."""
+    try:
+        return jax.numpy.asarray(fn(count))
+    except Exception as error:
+        shown = (
+            "the traced update count"
+            if isinstance(count, jax.core.Tracer)
+            else f"the update count {int(count)}"
+        )
+        kind = TypeError if isinstance(error, TypeError) else ValueError
+        if not isinstance(error, TypeError | ValueError):
+            kind = RuntimeError
+        raise kind(
+            f"the schedule given as {name} failed on {shown}: "
+            f"{type(error).__name__}: {error}. A schedule is traced under jax.jit: write it with "
+            "jax.numpy operations (jnp.where, not a Python if on the count)."
+        ) from error
 
 
 def is_structural(name: str) -> bool:

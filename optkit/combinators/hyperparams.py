@@ -9,6 +9,8 @@ for every value.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import numbers
 import types
 from collections.abc import Callable, Iterable
@@ -18,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optkit import _numerics, _tree, _validation
+from optkit import _arguments, _numerics, _state, _tree, _validation
 from optkit._base import (
     DescribedTransformation,
     GradientTransformation,
@@ -42,73 +44,153 @@ class InjectHyperparamsState(NamedTuple):
 
 
 def _is_numeric(value: Any) -> bool:
+    """A number to inject: a Python or NumPy real number, or a floating JAX/NumPy array. Arrays
+    of other dtypes (PRNG keys, integer arrays) and bools are passed through as they are."""
     if isinstance(value, bool | np.bool_):
         return False
-    return isinstance(value, numbers.Real | np.generic | np.ndarray | jax.Array)
+    if isinstance(value, np.ndarray | jax.Array):
+        return jnp.issubdtype(value.dtype, jnp.floating)
+    return isinstance(value, numbers.Real | np.generic) and not isinstance(value, np.bool_)
 
 
-def _as_array(name: str, value: Any) -> jax.Array:
-    """A strongly typed float scalar, so values set later never change the jitted signature."""
-    if not _is_numeric(value):
-        raise TypeError(f"hyperparameter {name} must be a number, got {type(value).__name__}.")
+def _as_array(name: str, value: Any, dtype: Any = None) -> jax.Array:
+    """A strongly typed float scalar, so values set later never change the jitted signature:
+    in ``dtype`` when given (``hyperparam_dtype``), else the value's own float dtype (JAX's
+    default float for a Python or integer number)."""
     array = jnp.asarray(value)
     if array.ndim != 0:
         raise ValueError(f"hyperparameter {name} must be a scalar, got shape {array.shape}.")
-    dtype = array.dtype if jnp.issubdtype(array.dtype, jnp.floating) else jnp.result_type(float)
+    if not (jnp.issubdtype(array.dtype, jnp.floating) or jnp.issubdtype(array.dtype, jnp.integer)):
+        raise TypeError(f"hyperparameter {name} must be a real number, got dtype {array.dtype}.")
+    if dtype is None:
+        dtype = array.dtype if jnp.issubdtype(array.dtype, jnp.floating) else jnp.result_type(float)
     return array.astype(dtype)
 
 
 def _check_schedule(name: str, schedule: Callable[[jax.Array], Any]) -> jax.Array:
-    """Call a schedule at count 0 so a callable that is not one fails now, with a hint, and
-    range-check that first value against :data:`optkit._validation.RANGES`.
-
-    Returns the first value as a concrete float scalar: the optimizer is then built once with it,
-    so its own checks run on a number. Later values are traced under ``jit``; they are not
-    checked.
-    """
-
-    def not_a_schedule(what: str) -> TypeError:
-        return TypeError(
-            f"{name} is callable, so it is treated as a schedule of the update count, but it "
-            f"{what}. If it is not a schedule, pass static_args=({name!r},)."
-        )
-
+    """Check a schedule at count 0 (:func:`optkit._validation.schedule`) and return that value
+    as a concrete float scalar: the optimizer is then built once with it, so its own checks run
+    on a number. A callable that is not a schedule gets a hint towards ``static_args``."""
     try:
-        first = schedule(_numerics.zero_count())
-    except Exception as error:
-        raise not_a_schedule(f"failed on a count: {error}") from error
-    if not _is_numeric(first) or jnp.ndim(first) != 0:
-        raise not_a_schedule(f"returned {type(first).__name__} {first!r} instead of a scalar")
-    first = _as_array(name, first)
-    if name in _validation.RANGES:
-        try:
-            _validation.hyperparameters(**{name: first})
-        except ValueError as error:
-            raise ValueError(
-                f"{name} is a schedule whose value at count 0 is out of range: {error}"
-            ) from error
-    return first
+        first = _validation.schedule(name, schedule)
+    except TypeError as error:
+        raise TypeError(f"{error} If it is not a schedule, pass static_args=({name!r},).") from (
+            error.__cause__ or error
+        )
+    return _as_array(name, schedule(_numerics.zero_count()) if first is None else first)
+
+
+def _check_rounded(numeric: dict[str, Any], dtype: Any) -> None:
+    """Range-check each value as rounded to ``hyperparam_dtype``: ``b2=0.999`` is 1.0 in
+    bfloat16, which Adam refuses."""
+    for name, value in numeric.items():
+        if name in _validation.RANGES:
+            rounded = _as_array(name, value, dtype)
+            try:
+                _validation.hyperparameters(**{name: rounded})
+            except ValueError as error:
+                raise ValueError(
+                    f"{name}={value!r} is {float(rounded)!r} in hyperparam_dtype {dtype}: {error}"
+                ) from None
+
+
+def _static_names(factory: Callable[..., Any], static_args: str | Iterable[str]) -> frozenset[str]:
+    """``static_args`` as a set of names, each one a parameter of ``factory``."""
+    names = frozenset([static_args] if isinstance(static_args, str) else static_args)
+    unknown = _arguments.unknown_names(factory, sorted(names))
+    if unknown:
+        reasons = "; ".join(f"{name!r}: {why}" for name, why in unknown.items())
+        raise ValueError(
+            f"inject_hyperparams: static_args names {sorted(unknown)}, which "
+            f"{getattr(factory, '__name__', 'the factory')} does not take ({reasons})."
+        )
+    return names
+
+
+# Arguments whose Python zero removes a step from the optimizer when it is built: no momentum
+# buffer, no weight-decay transform in the chain, no Adagrad learning-rate decay count.
+_SWITCHES = frozenset({"momentum", "weight_decay", "lr_decay"})
+
+
+def _switches_off(name: str, value: Any) -> bool:
+    """A Python zero default of an argument in :data:`_SWITCHES` (``momentum=0.0``)."""
+    return (
+        name in _SWITCHES
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and value == 0
+    )
+
+
+def _bound_arguments(
+    factory: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[dict[str, Any], frozenset[str]]:
+    """Every argument of the call by name, defaults included, and the names given explicitly.
+
+    A factory without an inspectable signature takes keywords only.
+    """
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        if args:
+            raise TypeError(
+                "inject_hyperparams: this factory has no inspectable signature; pass its "
+                "arguments by keyword."
+            ) from None
+        return dict(kwargs), frozenset(kwargs)
+    bound = signature.bind(*args, **kwargs)
+    given = frozenset(bound.arguments)
+    bound.apply_defaults()
+    arguments = {}
+    for name, value in bound.arguments.items():
+        kind = signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            arguments.update(value)
+            given |= frozenset(value)
+        elif kind is inspect.Parameter.VAR_POSITIONAL:
+            if value:
+                raise TypeError(
+                    f"inject_hyperparams: {name} takes extra positional arguments, which cannot "
+                    "be injected by name."
+                )
+        else:
+            arguments[name] = value
+    return arguments, given
 
 
 def inject_hyperparams(
-    factory: Callable[..., GradientTransformation], static_args: Iterable[str] = ()
+    factory: Callable[..., GradientTransformation],
+    static_args: str | Iterable[str] = (),
+    hyperparam_dtype: Any = None,
 ) -> Callable[..., GradientTransformation]:
     """Wrap an optimizer factory so its numeric hyperparameters live in the state.
 
     ``inject_hyperparams(optkit.adamw)(learning_rate=1e-3, weight_decay=0.1)`` behaves as
-    ``optkit.adamw(learning_rate=1e-3, weight_decay=0.1)``, but both values are arrays in the
-    state: read them with :func:`get_hyperparams`, change them with :func:`set_hyperparams`,
-    without recompiling a jitted step. Arguments are sorted into three kinds:
+    ``optkit.adamw(learning_rate=1e-3, weight_decay=0.1)``, but its numeric hyperparameters are
+    arrays in the state: read them with :func:`get_hyperparams` (or optax's
+    ``optax.tree_utils.tree_get``), change them with :func:`set_hyperparams` (or
+    ``tree_set``), without recompiling a jitted step. The returned function takes the factory's
+    arguments, positionally or by name, and sorts every one of them, defaults included (as
+    optax's ``inject_hyperparams`` does), into three kinds:
 
-    - numeric (Python numbers, NumPy and JAX scalars): stored in ``state.hyperparams``;
-    - callables: schedules of the 0-based update count, for any numeric hyperparameter
-      (``learning_rate``, ``momentum``, ``dampening``, ``b1``, ``b2``, ``eps``,
+    - numeric (Python numbers, NumPy scalars, floating JAX/NumPy scalars): stored in
+      ``state.hyperparams`` as floats, in ``hyperparam_dtype`` when given, else in the value's
+      float dtype (JAX's default float for a Python number). Defaults count:
+      ``inject_hyperparams(optkit.adam)(0.1)`` holds ``b1``, ``b2`` and ``eps`` too, so each
+      can be set later, as any key of a torch param group. A zero default of ``momentum`` or
+      ``weight_decay``, which removes a step from the optimizer when it is built (no momentum
+      buffer, no decay transform), is held only when given, so the injected optimizer has the plain one's
+      structure (as optax's tests require); pass ``momentum=0.0`` to be able to raise it;
+    - callables given explicitly: schedules of the 0-based update count, for any numeric
+      hyperparameter (``learning_rate``, ``momentum``, ``dampening``, ``b1``, ``b2``, ``eps``,
       ``weight_decay``, ...), evaluated before each update, their outputs stored in
       ``state.scheduled``;
-    - bools, strings, ``None``, tuples, arguments that fix the optimizer's structure (a loop
-      count, a history length, ``clip_by_global_norm``'s ``norm_type``) and names listed in
-      ``static_args``: passed through unchanged (use ``static_args`` for a callable that is not
-      a schedule, such as adamw's ``mask``). :func:`set_hyperparams` refuses structural names.
+    - bools, strings, ``None``, tuples, arrays that are not floating (PRNG keys, integer
+      arrays), arguments that fix the optimizer's structure (a loop count, a history length,
+      ``clip_by_global_norm``'s ``norm_type``) and names listed in ``static_args``: passed
+      through unchanged (use ``static_args`` for a callable that is not a schedule, such as
+      adamw's ``mask``, or to keep a number a Python constant). :func:`set_hyperparams` refuses
+      structural names.
 
     A schedule is torch's ``optimizer.param_groups[0][name] = schedule(step)`` before each
     ``optimizer.step()``; ``momentum=`` (SGD, RMSprop) or ``b1=`` (Adam family) driven by
@@ -127,7 +209,18 @@ def inject_hyperparams(
     a step at momentum 0 uses no buffer (with ``nesterov=True`` it is plain SGD, as torch's step
     is), the first step with a non-zero momentum starts the buffer from the gradient.
     ``nesterov=True`` is checked against a Python momentum and dampening only, as torch checks
-    the values given to its constructor.
+    the values given to its constructor. Zero defaults are not held (see above), so an
+    injected ``sgd(0.1)`` has the plain one's state; ``sgd(0.1, momentum=0.0)`` injected keeps a
+    momentum buffer so the momentum can be raised later.
+
+    Args:
+        factory: A function returning a gradient transformation (an optkit or optax optimizer
+            or primitive).
+        static_args: A name, or names, of ``factory``'s parameters passed through unchanged,
+            never injected. A name the factory does not take is a ValueError.
+        hyperparam_dtype: The floating dtype of every injected value and schedule output
+            (optax's argument). A value that rounds out of its range in it (``b2=0.999`` is 1.0
+            in bfloat16) is a ValueError at construction.
 
     Examples:
         >>> import jax, jax.numpy as jnp, optkit
@@ -150,25 +243,57 @@ def inject_hyperparams(
         ...     updates, state = tx.update(jnp.ones(2), state, params)
         >>> print(f"{optkit.get_hyperparams(state)['b1']:.3f}")
         0.850
-    """
-    static_names = frozenset(static_args)
 
-    def build(**kwargs: Any) -> GradientTransformation:
+        Positional arguments, and the defaults held too, found by optax's tree tools:
+
+        >>> import optax
+        >>> state = optkit.inject_hyperparams(optkit.adam)(0.1).init(params)
+        >>> state = optax.tree_utils.tree_set(state, b2=0.99)
+        >>> sorted(optkit.get_hyperparams(state))
+        ['b1', 'b2', 'eps', 'learning_rate', 'weight_decay']
+
+    Raises:
+        ValueError: if ``static_args`` names a parameter ``factory`` does not take; when the
+            optimizer is built, if a value or a schedule's value at count 0 is out of range.
+        TypeError: when the optimizer is built, if a schedule fails on the count 0 or returns
+            something other than a real scalar (a bool, a complex number); at trace time, a
+            schedule's own error, chained, names the argument it was given as.
+    """
+    static_names = _static_names(factory, static_args)
+    if hyperparam_dtype is not None:
+        hyperparam_dtype = jnp.dtype(hyperparam_dtype)
+        if not jnp.issubdtype(hyperparam_dtype, jnp.floating):
+            raise TypeError(
+                f"inject_hyperparams: hyperparam_dtype must be a floating dtype, got "
+                f"{hyperparam_dtype}."
+            )
+
+    @functools.wraps(factory)
+    def build(*args: Any, **kwargs: Any) -> GradientTransformation:
+        arguments, given = _bound_arguments(factory, args, kwargs)
         static = {}
         numeric = {}
         schedules = {}
-        for name, value in kwargs.items():
-            structural = _validation.is_structural(name)
-            if name in static_names or structural or not (_is_numeric(value) or callable(value)):
+        for name, value in arguments.items():
+            if name in static_names or _validation.is_structural(name):
                 static[name] = value
-            elif callable(value):
+            elif callable(value) and name in given:
                 schedules[name] = value
-            else:
+            elif name not in given and _switches_off(name, value):
+                # A zero default turns its step off when the optimizer is built (torch keeps no
+                # momentum buffer and no decay step at 0): held in the state it would add them.
+                # Held only when given, so an injected optimizer has the plain one's structure.
+                static[name] = value
+            elif _is_numeric(value):
                 numeric[name] = value
+            else:
+                static[name] = value
         # Build once, each schedule replaced by its value at count 0, so bad hyperparameters
         # fail here, not at the first step. A schedule reaches the optimizer as an array, as in
         # `make` below: a value that can change, never a static zero pruned from the chain.
         first = {name: _check_schedule(name, schedule) for name, schedule in schedules.items()}
+        if hyperparam_dtype is not None:
+            _check_rounded(numeric, hyperparam_dtype)
         built = factory(**static, **numeric, **first)
         # The result also says which torch optimizer this is (the state holds the live values);
         # its description names the schedules themselves, which an export evaluates.
@@ -183,12 +308,16 @@ def inject_hyperparams(
             return factory(**static, **hyperparams, **scheduled)
 
         def evaluate(count: jax.Array) -> dict[str, jax.Array]:
-            return {name: _as_array(name, fn(count)) for name, fn in schedules.items()}
+            return {
+                name: _as_array(name, _validation.call_schedule(name, fn, count), hyperparam_dtype)
+                for name, fn in schedules.items()
+            }
 
         def init(params: Params) -> InjectHyperparamsState:
             count = _numerics.zero_count(params)
             hyperparams = _tree.place_scalars(
-                {name: _as_array(name, value) for name, value in numeric.items()}, params
+                {name: _as_array(name, value, hyperparam_dtype) for name, value in numeric.items()},
+                params,
             )
             scheduled = _tree.place_scalars(evaluate(_numerics.zero_count()), params)
             return InjectHyperparamsState(
@@ -205,17 +334,26 @@ def inject_hyperparams(
             **extra_args: Any,
         ) -> tuple[Updates, InjectHyperparamsState]:
             scheduled = evaluate(state.count)
-            updates, inner_state = make(state.hyperparams, scheduled).update(
+            # Values written into the state by other tools (optax.tree_utils.tree_set writes
+            # Python numbers) are arrays here, so a zero never prunes a transform.
+            hyperparams = {
+                name: value if isinstance(value, jax.Array) else _as_array(name, value)
+                for name, value in state.hyperparams.items()
+            }
+            updates, inner_state = make(hyperparams, scheduled).update(
                 updates, state.inner_state, params, **extra_args
             )
             return updates, InjectHyperparamsState(
                 count=_numerics.increment(state.count),
-                hyperparams=state.hyperparams,
+                hyperparams=hyperparams,
                 scheduled=scheduled,
                 inner_state=inner_state,
             )
 
-        return DescribedTransformation(init, update, description)
+        where = f"inject_hyperparams({getattr(factory, '__name__', 'factory')}) update"
+        return DescribedTransformation(
+            init, _state.checking_state(init, update, where), description
+        )
 
     return build
 
@@ -252,10 +390,29 @@ def _placed_like(value: Any, old: Any) -> Any:
     """
 
     def place(leaf: Any) -> jax.Array:
+        if not hasattr(leaf, "dtype"):  # a Python number written by another tool
+            return _as_array("value", value)
         new = jnp.asarray(value, dtype=leaf.dtype)
         return jax.device_put(new, leaf.sharding) if _tree.is_committed(leaf) else new
 
     return jax.tree.map(place, old)
+
+
+def _check_stored(name: str, value: Any, stored: Any) -> None:
+    """Range-check a value as stored, in the state's dtype: 0.9999 is 1.0 in bfloat16, which a
+    ``b2`` must not reach."""
+    if (
+        name not in _validation.RANGES
+        or not isinstance(stored, jax.Array)  # e.g. inside a Flax nnx wrapper: checked as given
+        or isinstance(stored, jax.core.Tracer)
+    ):
+        return
+    try:
+        _validation.hyperparameters(**{name: stored})
+    except ValueError as error:
+        raise ValueError(
+            f"{name}={value!r} is {float(stored)!r} in the state's {stored.dtype}: {error}"
+        ) from None
 
 
 def get_hyperparams(state: OptState, *, group: int | None = None) -> dict[str, jax.Array]:
@@ -323,9 +480,13 @@ def set_hyperparams(state: OptState, *, group: int | None = None, **values: Any)
         if name in scheduled:
             raise ValueError(f"{name} is driven by a schedule; it cannot be set.")
         if name not in settable:
+            hint = f" ({_arguments.hint(name, sorted(settable))})" if settable else ""
             raise ValueError(
-                f"no injected hyperparameter named {name!r} in the state; "
-                f"settable: {sorted(settable) or 'none (use optkit.inject_hyperparams)'}."
+                f"no injected hyperparameter named {name!r} in the state{hint}; "
+                f"settable: {sorted(settable) or 'none (use optkit.inject_hyperparams)'}. "
+                "A momentum or weight_decay left at its zero default is not "
+                f"held, since zero switches its step off: pass {name}=0.0 to the injected "
+                "optimizer to make it settable."
             )
 
     def replace(node: Any) -> Any:
@@ -335,6 +496,8 @@ def set_hyperparams(state: OptState, *, group: int | None = None, **values: Any)
             name: _placed_like(values[name], old) if name in values else old
             for name, old in node.hyperparams.items()
         }
+        for name in values.keys() & hyperparams.keys():
+            _check_stored(name, values[name], hyperparams[name])
         return node._replace(hyperparams=hyperparams)
 
     def replace_all(tree: OptState) -> OptState:

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 import jax
 
-from optkit import _tree
+from optkit import _arguments, _state, _tree
 from optkit._base import (
     DescribedTransformation,
     GradientTransformation,
@@ -55,8 +55,19 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
 
 
 def _selector_fn(selector: Selector, index: int) -> Callable[[Any], list[bool]]:
-    """A function from a tree to one bool per leaf (in ``leaves_with_paths`` order)."""
+    """A function from a tree to one bool per leaf (in ``leaves_with_paths`` order), failing when
+    the selector (or one of its globs) matches no leaf: a misspelled ``"**/bais"`` would
+    otherwise leave its leaves to another group's hyperparameters."""
     where = f"param_groups: group {index}"
+
+    def nothing_matched(tree: Any, what: str) -> ValueError:
+        paths = [path for path, _ in _tree.leaves_with_paths(tree)]
+        return ValueError(
+            f"{where}: {what} matches no leaf. The tree's leaf paths are "
+            f"{_tree.listed(paths) or 'none'}; paths are the '/'-joined keys (see "
+            "optkit.param_groups)."
+        )
+
     if isinstance(selector, str) or (
         isinstance(selector, list | tuple)
         and selector
@@ -64,9 +75,15 @@ def _selector_fn(selector: Selector, index: int) -> Callable[[Any], list[bool]]:
     ):
         globs = [selector] if isinstance(selector, str) else list(selector)
         regexes = [glob_to_regex(g) for g in globs]
-        return lambda tree: [
-            any(r.match(path) for r in regexes) for path, _ in _tree.leaves_with_paths(tree)
-        ]
+
+        def match(tree: Any) -> list[bool]:
+            paths = [path for path, _ in _tree.leaves_with_paths(tree)]
+            for glob, regex in zip(globs, regexes, strict=True):
+                if not any(regex.match(path) for path in paths):
+                    raise nothing_matched(tree, f"the glob {glob!r}")
+            return [any(r.match(path) for r in regexes) for path in paths]
+
+        return match
     if callable(selector):
 
         def call(tree: Any) -> list[bool]:
@@ -79,10 +96,32 @@ def _selector_fn(selector: Selector, index: int) -> Callable[[Any], list[bool]]:
                         "it must return a Python bool."
                     )
                 picks.append(pick)
+            if not any(picks):
+                raise nothing_matched(tree, f"the selector {selector!r}")
             return picks
 
         return call
-    return lambda tree: jax.tree.leaves(_tree.resolve_mask(selector, tree, where))
+
+    def mask(tree: Any) -> list[bool]:
+        picks = jax.tree.leaves(_tree.resolve_mask(selector, tree, where))
+        if not any(picks):
+            raise nothing_matched(tree, "the mask (every entry is False)")
+        return picks
+
+    return mask
+
+
+def _check_names(optimizer: Callable[..., Any], names: Sequence[str], where: str) -> None:
+    """Fail on a hyperparameter name the optimizer does not take (torch's ``lr``, a typo), when
+    its signature says which it takes; otherwise the optimizer's own call reports it."""
+    unknown = _arguments.unknown_names(optimizer, names)
+    if unknown:
+        name, why = next(iter(unknown.items()))
+        raise ValueError(
+            f"param_groups: {where} names the hyperparameter {name!r}, which "
+            f"{getattr(optimizer, '__name__', 'the optimizer')} does not take: {why}"
+            + ("" if why.endswith("?") else ".")
+        )
 
 
 def _check_groups(groups: Any) -> list[Mapping[str, Any]]:
@@ -140,15 +179,20 @@ def param_groups(
         >>> state = no_bias_decay.init(params)
 
     Raises:
-        ValueError: at ``init``/``update`` if a leaf is in no group or in more than one (the
-            message lists the paths); at construction if a group's hyperparameters are invalid.
-        TypeError: at construction if ``groups`` is malformed or names an unknown hyperparameter.
+        ValueError: at construction if a group (or ``defaults``) names a hyperparameter the
+            optimizer does not take (torch's ``lr`` or ``betas``, a typo such as
+            ``weight_decy``; the message gives the optkit name), or a group's hyperparameters are
+            invalid; at ``init``/``update`` if a group's selector (or one of its globs) matches
+            no leaf, or a leaf is in no group or in more than one (the messages list paths).
+        TypeError: at construction if ``groups`` is malformed.
     """
     groups = _check_groups(groups)
+    _check_names(optimizer, list(defaults), "the defaults")
     transforms = []
     selectors = []
     for index, group in enumerate(groups):
         overrides = {key: value for key, value in group.items() if key != "params"}
+        _check_names(optimizer, list(overrides), f"group {index}")
         try:
             transforms.append(optimizer(**{**defaults, **overrides}))
         except (TypeError, ValueError) as error:
@@ -199,4 +243,5 @@ def param_groups(
     description = ParamGroupsDescription(
         groups=tuple(description_of(tx) for tx in transforms), group_of=assign
     )
+    update = _state.checking_state(init, update, "param_groups update")
     return DescribedTransformation(init, update, description)

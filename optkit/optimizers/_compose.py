@@ -6,7 +6,7 @@ from __future__ import annotations
 import types
 from typing import Any
 
-from optkit import _tree, _validation
+from optkit import _state, _tree, _validation
 from optkit._base import (
     DescribedTransformation,
     GradientTransformation,
@@ -41,7 +41,8 @@ def described(
 ) -> GradientTransformation:
     """``transform``, carrying the ``torch.optim`` class it reproduces and every argument of the
     factory that built it (by optkit name), for :func:`optkit.to_torch_state_dict` and
-    :func:`optkit.from_torch_state_dict` to read.
+    :func:`optkit.from_torch_state_dict` to read. Its ``update`` refuses a state that another
+    optimizer's ``init`` made (:func:`optkit._state.checking_state`).
 
     Its ``init`` and ``update`` also apply the dtype rules every optimizer shares: Python float
     leaves are 0-d arrays, integer or bool params are refused at ``init`` and integer or bool
@@ -65,4 +66,5 @@ def described(
             updates = _tree.check_updates(params, updates, where, "params")
         return transform.update(_tree.as_arrays(updates), state, params, **extra_args)
 
-    return DescribedTransformation(init, update, description)
+    checked = _state.checking_state(init, update, f"{torch_class} update")
+    return DescribedTransformation(init, checked, description)

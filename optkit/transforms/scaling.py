@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from optkit import _numerics, _tree, _validation
 from optkit._base import (
@@ -121,7 +120,7 @@ def _by_learning_rate(
         **extra_args: Any,
     ) -> tuple[Updates, ScaleByScheduleState]:
         del params, extra_args
-        factor = sign * jnp.asarray(learning_rate(state.count))
+        factor = sign * _validation.call_schedule("learning_rate", learning_rate, state.count)
         if factor.ndim != 0:
             raise ValueError(
                 f"scale_by_learning_rate: the schedule returned shape {factor.shape}; it must "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import math
 import numbers
 from collections.abc import Callable, Sequence
@@ -273,11 +274,19 @@ def test_injected_matches_plain_optimizer(case_id: str) -> None:
 def test_numeric_arguments_are_injected_as_given(case_id: str) -> None:
     factory, kwargs = SAME_AS_PLAIN[case_id]
     state = inject(factory)(**kwargs).init(start_params(task_of(factory)))
-    # Bools, strings, tuples (Adafactor's eps, Rprop's etas) and structural integers (loop
-    # counts, Muon's ns_steps) stay static.
+    # Every numeric argument, defaults included (optax's contract), except a zero default of
+    # momentum, weight_decay or lr_decay, which removes a step at construction (held only when
+    # given). Bools, strings, tuples (Adafactor's eps, Rprop's etas) and structural integers
+    # (loop counts, Muon's ns_steps) stay static.
+    switches = {"momentum", "weight_decay", "lr_decay"}
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(factory).parameters.items()
+        if not (name in switches and parameter.default == 0)
+    }
     numeric = {
         k: v
-        for k, v in kwargs.items()
+        for k, v in {**defaults, **kwargs}.items()
         if isinstance(v, numbers.Real)
         and not isinstance(v, bool)
         and not _validation.is_structural(k)
@@ -570,7 +579,8 @@ def test_float32_hyperparameter_stays_float32() -> None:
     step = JittedStep(tx)
     params = start_params()
     state = tx.init(params)
-    assert {v.dtype for v in optkit.get_hyperparams(state).values()} == {jnp.dtype(jnp.float32)}
+    given = ("learning_rate", "momentum")
+    assert {optkit.get_hyperparams(state)[name].dtype for name in given} == {jnp.dtype(jnp.float32)}
     for value in (0.01, np.float64(0.02), jnp.asarray(0.03, dtype=jnp.float64), 1):
         state = optkit.set_hyperparams(state, learning_rate=value)
         assert optkit.get_hyperparams(state)["learning_rate"].dtype == jnp.float32
@@ -640,7 +650,8 @@ def test_kth_update_uses_schedule_of_k_and_get_reports_it() -> None:
     tx = inject(optkit.sgd)(learning_rate=schedule)
     state = tx.init(jnp.zeros(2))
     for k in range(6):
-        updates, state = tx.update(jnp.array([1.0, -2.0]), state)
+        # The injected weight_decay (0.0 by default) can be raised later, so it reads params.
+        updates, state = tx.update(jnp.array([1.0, -2.0]), state, jnp.zeros(2))
         np.testing.assert_allclose(updates, [-0.1 / (1 + k), 0.2 / (1 + k)], rtol=1e-15)
         used = optkit.get_hyperparams(state)["learning_rate"]
         assert float(used) == pytest.approx(0.1 / (1 + k), rel=1e-15)
@@ -710,11 +721,12 @@ def adam_state():
 def test_unknown_name_lists_the_settable_ones(adam_state) -> None:
     with pytest.raises(ValueError, match="lr") as error:
         optkit.set_hyperparams(adam_state, lr=0.1)
-    for name in ("b1", "learning_rate", "weight_decay"):
+    assert "optkit spells torch's 'lr' as 'learning_rate'" in str(error.value)
+    for name in ("b1", "b2", "eps", "learning_rate", "weight_decay"):
         assert name in str(error.value)
-    # b2 was left at its Python default: not injected, so not settable.
-    with pytest.raises(ValueError, match="b2"):
-        optkit.set_hyperparams(adam_state, b2=0.9)
+    # b2 was left at its default: injected all the same (optax's contract), so settable.
+    state = optkit.set_hyperparams(adam_state, b2=0.9)
+    assert float(optkit.get_hyperparams(state)["b2"]) == 0.9
 
 
 @pytest.mark.parametrize("call", ["get", "set"])

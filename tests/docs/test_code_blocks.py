@@ -29,16 +29,7 @@ class KnownBroken(NamedTuple):
 
 
 # (page, block index): a block that fails today because of a bug in optkit, not in the page.
-KNOWN_BROKEN: dict[tuple[str, int], KnownBroken] = {
-    # torch's optimizer.param_groups[0]["momentum"] = 0.5 on a param_groups state: momentum was
-    # left at its default, and inject_hyperparams injects only the arguments it is given.
-    ("docs/migrating_from_torch.md", 7): KnownBroken(
-        ValueError,
-        "no injected hyperparameter named 'momentum'",
-        reason="inject_hyperparams does not inject defaults (issue #15, the optax contract)",
-        branch="api",
-    ),
-}
+KNOWN_BROKEN: dict[tuple[str, int], KnownBroken] = {}
 
 PAGES = [page for page in page_paths() if blocks_of(page)]
 _USES_TORCH = re.compile(r"^\s*(import torch|from torch)\b", re.MULTILINE)

@@ -83,6 +83,8 @@ def test_learning_rate_schedule_kth_update_uses_schedule_of_k():
         return 0.1 * (count + 1)
 
     tx = optkit.scale_by_learning_rate(schedule)
+    assert seen == [0]  # checked once on the count 0 when built
+    seen.clear()
     state = tx.init(jnp.zeros(2))
     outs = []
     for _ in range(4):
@@ -153,10 +155,13 @@ def test_learning_rate_schedule_count_saturates_at_int32_max():
 
 
 def test_learning_rate_schedule_must_return_a_scalar():
-    tx = optkit.scale_by_learning_rate(lambda count: jnp.ones(2))
-
+    # Checked on the count 0 when built, and again on each traced value.
     with pytest.raises(ValueError, match="scalar"):
-        tx.update(jnp.ones(2), tx.init(jnp.zeros(2)))
+        optkit.scale_by_learning_rate(lambda count: jnp.ones(2))
+    traced_vector = lambda count: jnp.ones(2) if isinstance(count, jax.core.Tracer) else 0.1
+    tx = optkit.scale_by_learning_rate(traced_vector)
+    with pytest.raises(ValueError, match="scalar"):
+        jax.jit(tx.update)(jnp.ones(2), tx.init(jnp.zeros(2)))
 
 
 def test_learning_rate_rejects_a_negative_value():
