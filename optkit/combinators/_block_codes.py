@@ -9,6 +9,7 @@ and multiplies by the scale. Four-bit codes are packed two to a byte, the first 
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -48,16 +49,78 @@ def quantization_map(bits: int, signed: bool) -> np.ndarray:
     return dynamic_map(signed=signed, exponent_bits=bits - 1, total_bits=bits)
 
 
-def _nearest(table: jax.Array, values: jax.Array, bits: int) -> jax.Array:
-    """The index of the map entry nearest to each value (ties to the larger): the number of
-    midpoints between consecutive entries at or below it, found by a branchless binary search
-    (``bits`` rounds of compare and look-up; ``jnp.searchsorted`` fails on sharded values)."""
-    midpoints = (table[:-1] + table[1:]) * 0.5
-    index = jnp.zeros(values.shape, jnp.int32)
-    for level in reversed(range(bits)):
-        candidate = index + 2**level
-        index = jnp.where(values >= midpoints[candidate - 1], candidate, index)
-    return index
+def midpoints(bits: int, signed: bool) -> np.ndarray:
+    """The decision boundaries of round-to-nearest: the float32 midpoints of consecutive map
+    entries. A value's code is the number of midpoints at or below it (ties go to the larger
+    entry; NaN gets code 0)."""
+    table = quantization_map(bits, signed)
+    return (table[:-1] + table[1:]) * np.float32(0.5)
+
+
+class EncoderTable(NamedTuple):
+    """Look-up tables that find a value's code from the top bits of its float32 representation.
+
+    A float32's bits, with the 31 below the sign flipped for negative values, are an int32
+    *key* in the order of the values. The key without its ``shift`` lowest bits names a *bucket*
+    of consecutive floats; ``shift`` is the largest for which no bucket holds values of
+    ``[-1, 1]`` on both sides of two different midpoints. ``bucket_codes`` holds each bucket's
+    least code; a value's code is that, plus one if the value is at or above
+    ``next_midpoint[code]`` (the midpoint above it; NaN after the last code).
+    """
+
+    shift: int
+    bucket_codes: np.ndarray  # uint8, one per bucket, in key order from the most negative
+    next_midpoint: np.ndarray  # float32, one per code
+
+
+def _keys(bits: np.ndarray) -> np.ndarray:
+    """The order-preserving int64 keys of float32 bit patterns (given as int64)."""
+    return np.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+
+
+@functools.cache
+def encoder_table(bits: int, signed: bool) -> EncoderTable:
+    """The :class:`EncoderTable` of one map, with the widest buckets that work (checked over
+    every bucket: 2 mantissa bits for the 4-bit signed map, 3 for the unsigned one, 6 and 7 for
+    the 8-bit maps)."""
+    boundaries = midpoints(bits, signed)
+    for shift in range(23, -1, -1):
+        first = np.arange(-(2 ** (31 - shift)), 2 ** (31 - shift), dtype=np.int64) << shift
+        # The least and greatest value of each bucket (the keys are their own inverse).
+        low, high = (
+            _keys(key).astype(np.int32).view(np.float32) for key in (first, first + 2**shift - 1)
+        )
+        with np.errstate(invalid="ignore"):
+            low, high = np.clip(low, -1, 1), np.clip(high, -1, 1)
+        numbers = ~np.isnan(low)
+        codes = np.searchsorted(boundaries, low[numbers], side="right")
+        spread = np.searchsorted(boundaries, high[numbers], side="right") - codes
+        if np.all(spread <= 1):
+            break
+    bucket_codes = np.zeros(first.size, np.uint8)  # NaN compares false: code 0
+    bucket_codes[numbers] = codes
+    # After the last code, NaN: no value compares at or above it (not even infinity).
+    next_midpoint = np.append(boundaries, np.float32(np.nan)).astype(np.float32)
+    return EncoderTable(shift, bucket_codes, next_midpoint)
+
+
+def encode(values: jax.Array, bits: int, signed: bool) -> jax.Array:
+    """The uint8 code of each value in ``[-1, 1]`` (or NaN): the number of :func:`midpoints` at
+    or below it, found with two elementwise look-ups in :func:`encoder_table` (gathers, which
+    also work on sharded values) and one comparison.
+
+    XLA may compute ``values`` more than once, in different fusions, and round the copies
+    differently by an ulp. The code stays that of one of the copies: the bucket may come from
+    one and the comparison from another, but the comparison is with the midpoint itself, so a
+    copy in the next or previous bucket still lands on its own side of it.
+    """
+    table = encoder_table(bits, signed)
+    ints = jax.lax.bitcast_convert_type(values, jnp.int32)
+    keys = ints ^ ((ints >> 31) & 0x7FFFFFFF)
+    bucket = (keys >> table.shift) + 2 ** (31 - table.shift)
+    code = jnp.asarray(table.bucket_codes)[bucket]
+    above = values >= jnp.asarray(table.next_midpoint)[code]
+    return code + above.astype(jnp.uint8)
 
 
 @functools.partial(jax.jit, static_argnames=("bits", "signed", "block_size"))
@@ -71,14 +134,13 @@ def quantize(
     dequantizes to exactly zero). Each value divided by its scale is rounded to the nearest map
     entry, ties to the larger one.
     """
-    table = jnp.asarray(quantization_map(bits, signed))
     # A buffer built under jit from constants (a fresh state) would otherwise be quantized by
     # XLA's constant folding, which takes minutes for large buffers.
     buffer = jax.lax.optimization_barrier(buffer)
     blocks = buffer.astype(jnp.float32).reshape(-1, block_size)
     scale = jnp.max(jnp.abs(blocks), axis=1)
     scaled = blocks / jnp.where(scale > 0, scale, 1.0)[:, None]
-    codes = _nearest(table, scaled, bits).astype(jnp.uint8)
+    codes = encode(scaled, bits, signed)
     if bits == 4:
         pairs = codes.reshape(codes.shape[0], -1, 2)
         codes = (pairs[..., 0] << 4) | pairs[..., 1]

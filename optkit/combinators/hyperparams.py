@@ -177,10 +177,11 @@ def inject_hyperparams(
       ``state.hyperparams`` as floats, in ``hyperparam_dtype`` when given, else in the value's
       float dtype (JAX's default float for a Python number). Defaults count:
       ``inject_hyperparams(optkit.adam)(0.1)`` holds ``b1``, ``b2`` and ``eps`` too, so each
-      can be set later, as any key of a torch param group. A zero default of ``momentum`` or
-      ``weight_decay``, which removes a step from the optimizer when it is built (no momentum
-      buffer, no decay transform), is held only when given, so the injected optimizer has the plain one's
-      structure (as optax's tests require); pass ``momentum=0.0`` to be able to raise it;
+      can be set later, as any key of a torch param group. A zero default of ``momentum``,
+      ``weight_decay`` or ``lr_decay``, which removes a step from the optimizer when it is
+      built (no momentum buffer, no decay transform), is held only when given, so the injected
+      optimizer has the plain one's structure (as optax's tests require); pass
+      ``momentum=0.0`` to be able to raise it;
     - callables given explicitly: schedules of the 0-based update count, for any numeric
       hyperparameter (``learning_rate``, ``momentum``, ``dampening``, ``b1``, ``b2``, ``eps``,
       ``weight_decay``, ...), evaluated before each update, their outputs stored in
