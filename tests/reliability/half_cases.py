@@ -37,6 +37,16 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "radam": ("plain", "combined_coupled", "combined_decoupled"),
 }  # fmt: skip
 
+# NAdam, Adamax, SparseAdam, Adafactor.
+VARIANTS.update({
+    "nadam": ("plain", "momentum_decay", "weight_decay", "decoupled_weight_decay", "maximize",
+              "combined_coupled", "combined_decoupled"),
+    "adamax": ("plain", "eps_in_max", "weight_decay", "maximize", "combined"),
+    "sparse_adam": ("plain", "maximize", "combined"),
+    "adafactor": ("plain", "beta2_decay", "eps1", "eps2", "weight_decay", "clipping_maximize",
+                  "combined"),
+})  # fmt: skip
+
 # Cases measured beyond 1 ulp, with the bound they must stay within, and why. optkit's chain
 # rounds the update between transforms (the preconditioned step, then its product with the
 # learning rate) where torch's last op (``param.addcdiv_(g, avg, value=-lr)``) rounds once; and
