@@ -52,10 +52,15 @@ def _nadam(
     bias_correction2,
     gradient_coefficient,
     momentum_coefficient,
+    learning_rate,
 ) -> AdamLeaf:
     mu, nu = moments(mu, nu, update, one_minus_b1=one_minus_b1, b2=b2, one_minus_b2=one_minus_b2)
     denominator = _denominator(nu, eps=eps, bias_correction2=bias_correction2)
     step = (gradient_coefficient * update) / denominator + (momentum_coefficient * mu) / denominator
+    if _numerics.storing_half() and learning_rate is not None:
+        # nadam() without params: the whole step on a 16-bit leaf, without torch's rounding of
+        # the param between its two addcdiv_ (scale_by_learning_rate_unless_half follows).
+        step = -learning_rate * step
     return AdamLeaf(mu, nu, step)
 
 
@@ -98,6 +103,7 @@ def _nadam_step(
             bias_correction2=bias_correction2,
             gradient_coefficient=gradient_coefficient,
             momentum_coefficient=momentum_coefficient,
+            learning_rate=None,
         )
         return _NadamStepLeaf(new.mu, new.nu, new.update, param)
     rounded = _numerics.rounded
@@ -200,11 +206,13 @@ def _scale_by_nadam(
             gradient_coefficient=(1.0 - mu_t) / (1.0 - product),
             momentum_coefficient=mu_next / (1.0 - product * mu_next),
         )
-        if learning_rate is None or params is None:
-            new = _nadam(state.mu, state.nu, updates, **scalars)
+        lr = None
+        if learning_rate is not None:
+            lr = _numerics.value_at(learning_rate, state.count, "nadam: learning_rate")
+        if lr is None or params is None:
+            new = _nadam(state.mu, state.nu, updates, learning_rate=lr, **scalars)
         else:
             _tree.check_match(params, updates, "nadam", "params", "updates")
-            lr = _numerics.value_at(learning_rate, state.count, "nadam: learning_rate")
             shrink = None
             if decoupled_weight_decay is not None:
                 shrink = 1.0 - lr * decoupled_weight_decay
