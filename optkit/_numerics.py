@@ -37,6 +37,11 @@ def stored_as(dtype: Any) -> Iterator[None]:
         _STORAGE.reset(token)
 
 
+def storing_half() -> bool:
+    """Whether the kernel being traced computes a float16/bfloat16 leaf (in float32)."""
+    return _STORAGE.get() is not None
+
+
 def rounded(value: Any) -> Any:
     """``value`` rounded to the storage dtype of the 16-bit leaf being computed, kept in float32.
 
@@ -48,7 +53,18 @@ def rounded(value: Any) -> Any:
     if storage is None:
         return value
     value = jnp.asarray(value)
-    return value.astype(storage).astype(value.dtype)
+    # Not value.astype(storage).astype(value.dtype): under jit, XLA drops that convert pair
+    # (its SimplifyFPConversions pass, on by default with xla_allow_excess_precision), even
+    # behind an optimization barrier. reduce_precision rounds the same way (to nearest even,
+    # overflowing to inf) but flushes float16 subnormals to zero: those are the multiples of
+    # 2**-24 below 2**-14, rounded here by scaling (exact) and rounding to an integer.
+    finfo = jnp.finfo(storage)
+    normal = jax.lax.reduce_precision(value, exponent_bits=finfo.nexp, mantissa_bits=finfo.nmant)
+    if storage != jnp.dtype(jnp.float16):
+        return normal
+    quantum = 2.0**-24
+    subnormal = jnp.round(value / quantum) * quantum
+    return jnp.where(jnp.abs(value) < finfo.smallest_normal, subnormal, normal)
 
 
 def rounded_scalar(value: Any) -> Any:

@@ -21,8 +21,8 @@ from optkit._base import (
 )
 from optkit._kernel import leaf_kernel
 from optkit.optimizers._compose import chain_present, described, maybe_negate
-from optkit.transforms.scaling import ScaleByScheduleState, scale_by_learning_rate
-from optkit.transforms.weight_decay import maybe_decayed_weights
+from optkit.transforms.scaling import ScaleByScheduleState, scale_by_learning_rate_unless_half
+from optkit.transforms.weight_decay import add_decayed_weights_unless_half
 
 
 class ScaleByAdafactorState(NamedTuple):
@@ -67,33 +67,126 @@ def _is_factored(leaf: Any) -> bool:
 
 def _mean_square(g: jax.Array, axis: int) -> jax.Array:
     """``mean(g * g, axis)`` (axis kept) as torch computes it: the norm, squared, over the
-    axis' length."""
-    norm = jnp.sqrt(jnp.sum(g * g, axis=axis, keepdims=True))
-    return norm * norm / g.shape[axis]
+    axis' length (``norm(g).square_().div_(n)``, each op rounded on 16-bit leaves)."""
+    rounded = _numerics.rounded
+    norm = rounded(jnp.sqrt(jnp.sum(g * g, axis=axis, keepdims=True)))
+    return rounded(rounded(norm * norm) / g.shape[axis])
 
 
-def _normalized_and_clipped(g: jax.Array, estimate: jax.Array, eps1: Any, d: Any) -> jax.Array:
-    """``U = g / max(sqrt(V), eps1)``, then ``U / max(1, RMS(U) / d)``."""
-    update = jax.lax.rsqrt(jnp.maximum(estimate, eps1 * eps1)) * g
-    rms_over_d = jnp.sqrt(jnp.sum(update * update)) / (math.sqrt(update.size) * d)
-    return update / jnp.maximum(1.0, rms_over_d)
+def _normalized(g: jax.Array, estimate: jax.Array, eps1: Any) -> jax.Array:
+    """``U = g / max(sqrt(V), eps1)``: torch's ``V.clamp_(min=eps1**2).rsqrt_().mul_(g)``."""
+    rounded = _numerics.rounded
+    floor = rounded(jnp.maximum(estimate, eps1 * eps1))
+    return rounded(rounded(jax.lax.rsqrt(floor)) * g)
+
+
+def _clip_denominator(update: jax.Array, d: Any) -> jax.Array:
+    """``max(1, RMS(U) / d)``, from torch's ``update.norm(2)`` (rounded on 16-bit leaves)."""
+    norm = _numerics.rounded(jnp.sqrt(jnp.sum(update * update)))
+    return _python_max(1.0, norm / (math.sqrt(update.size) * d))
+
+
+def _python_max(floor: Any, value: jax.Array) -> jax.Array:
+    """torch's Python ``max(floor, value)`` of a ``.item()``: ``floor`` when ``value`` is NaN
+    (a float16 square that overflowed), where ``jnp.maximum`` would give NaN."""
+    return jnp.where(value > floor, value, floor)
+
+
+def _factored_estimate(row_var, col_var, update, *, one_minus_beta2, eps1):
+    """The new row and column statistics and the factored estimate of the second moment."""
+    rounded, lerp = _numerics.rounded, _numerics.lerp
+    row_var = rounded(lerp(row_var, _mean_square(update, -1), one_minus_beta2))
+    col_var = rounded(lerp(col_var, _mean_square(update, -2), one_minus_beta2))
+    row_mean = rounded(jnp.maximum(rounded(jnp.mean(row_var, axis=-2, keepdims=True)), eps1))
+    estimate = rounded(rounded(row_var * col_var) / row_mean)
+    return row_var, col_var, estimate
+
+
+def _unfactored_estimate(variance, update, *, one_minus_beta2):
+    rounded = _numerics.rounded
+    return rounded(_numerics.lerp(variance, rounded(update * update), one_minus_beta2))
 
 
 @leaf_kernel
 def _factored(row_var, col_var, update, *, one_minus_beta2, eps1, d) -> FactoredLeaf:
-    lerp = _numerics.lerp
-    row_var = lerp(row_var, _mean_square(update, -1), one_minus_beta2).astype(row_var.dtype)
-    col_var = lerp(col_var, _mean_square(update, -2), one_minus_beta2).astype(col_var.dtype)
-    row_mean = jnp.maximum(jnp.mean(row_var, axis=-2, keepdims=True), eps1)
-    estimate = row_var * col_var / row_mean
-    return FactoredLeaf(row_var, col_var, _normalized_and_clipped(update, estimate, eps1, d))
+    new_row, new_col, estimate = _factored_estimate(
+        row_var, col_var, update, one_minus_beta2=one_minus_beta2, eps1=eps1
+    )
+    normalized = _normalized(update, estimate, eps1)
+    return FactoredLeaf(
+        new_row.astype(row_var.dtype),
+        new_col.astype(col_var.dtype),
+        normalized / _clip_denominator(normalized, d),
+    )
 
 
 @leaf_kernel
 def _unfactored(variance, update, *, one_minus_beta2, eps1, d) -> UnfactoredLeaf:
-    lerp = _numerics.lerp
-    variance = lerp(variance, update * update, one_minus_beta2).astype(variance.dtype)
-    return UnfactoredLeaf(variance, _normalized_and_clipped(update, variance, eps1, d))
+    new = _unfactored_estimate(variance, update, one_minus_beta2=one_minus_beta2)
+    normalized = _normalized(update, new, eps1)
+    return UnfactoredLeaf(new.astype(variance.dtype), normalized / _clip_denominator(normalized, d))
+
+
+def _whole_step(normalized, param, *, d, eps2, rho, shrink):
+    """On a float16/bfloat16 leaf, the update that takes ``param`` to torch's result:
+    ``param.mul_(shrink)`` (weight decay), then ``param.add_(U, alpha=-alpha / denom)`` with
+    ``alpha = max(eps2, RMS(param)) * rho`` from the param before the decay, the alpha rounded
+    to the leaf's dtype as ``add_`` rounds it."""
+    rounded = _numerics.rounded
+    param_norm = rounded(jnp.sqrt(jnp.sum(param * param)))
+    alpha = _python_max(eps2, param_norm / math.sqrt(param.size)) * rho
+    step_size = _numerics.rounded_scalar(-alpha / _clip_denominator(normalized, d))
+    new = param if shrink is None else rounded(param * shrink)
+    new = rounded(new + step_size * normalized)
+    # An infinite param that torch leaves as it is moves by 0 (inf - inf would be NaN).
+    return jnp.where(new == param, 0.0, new - param)
+
+
+class _FactoredStepLeaf(NamedTuple):
+    row_var: jax.Array
+    col_var: jax.Array
+    update: jax.Array
+    param: jax.Array
+
+
+class _UnfactoredStepLeaf(NamedTuple):
+    variance: jax.Array
+    update: jax.Array
+    param: jax.Array
+
+
+@leaf_kernel
+def _factored_step(
+    row_var, col_var, update, param, *, one_minus_beta2, eps1, d, eps2, rho, shrink
+) -> _FactoredStepLeaf:
+    """:func:`_factored`, except that on float16/bfloat16 leaves the update is the whole step
+    (:func:`_whole_step`)."""
+    if not _numerics.storing_half():
+        new = _factored.fn(
+            row_var, col_var, update, one_minus_beta2=one_minus_beta2, eps1=eps1, d=d
+        )
+        return _FactoredStepLeaf(*new, param)
+    new_row, new_col, estimate = _factored_estimate(
+        row_var, col_var, update, one_minus_beta2=one_minus_beta2, eps1=eps1
+    )
+    normalized = _normalized(update, estimate, eps1)
+    step = _whole_step(normalized, param, d=d, eps2=eps2, rho=rho, shrink=shrink)
+    return _FactoredStepLeaf(new_row, new_col, step, param)
+
+
+@leaf_kernel
+def _unfactored_step(
+    variance, update, param, *, one_minus_beta2, eps1, d, eps2, rho, shrink
+) -> _UnfactoredStepLeaf:
+    """:func:`_unfactored`, except that on float16/bfloat16 leaves the update is the whole step
+    (:func:`_whole_step`)."""
+    if not _numerics.storing_half():
+        new = _unfactored.fn(variance, update, one_minus_beta2=one_minus_beta2, eps1=eps1, d=d)
+        return _UnfactoredStepLeaf(*new, param)
+    new = _unfactored_estimate(variance, update, one_minus_beta2=one_minus_beta2)
+    normalized = _normalized(update, new, eps1)
+    step = _whole_step(normalized, param, d=d, eps2=eps2, rho=rho, shrink=shrink)
+    return _UnfactoredStepLeaf(new, step, param)
 
 
 def _param_shapes(state: ScaleByAdafactorState) -> Any:
@@ -115,7 +208,14 @@ def _eps1_for(eps1: Scalar | None, dtype: Any) -> Scalar:
 
 
 def _second_moment_step(
-    state: ScaleByAdafactorState, updates: Updates, *, one_minus_beta2: Any, eps1: Any, d: Any
+    state: ScaleByAdafactorState,
+    updates: Updates,
+    *,
+    one_minus_beta2: Any,
+    eps1: Any,
+    d: Any,
+    params: Params | None = None,
+    whole_step: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Each leaf through the factored or the unfactored kernel, by its rank: the new
     ``row_var``, ``col_var``, ``variance`` and ``update`` trees.
@@ -133,16 +233,16 @@ def _second_moment_step(
     groups: dict[tuple[bool, Any], list[int]] = {}
     for index, g in enumerate(grads):
         groups.setdefault((_is_factored(g), jnp.dtype(g.dtype)), []).append(index)
+    param_leaves = None if whole_step is None else treedef.flatten_up_to(params)
     for (factored, dtype), indices in groups.items():
-        kernel, buffers = (
-            (_factored, ("row_var", "col_var")) if factored else (_unfactored, ("variance",))
-        )
-        out = kernel(
-            *([new[name][i] for i in indices] for name in (*buffers, "update")),
-            one_minus_beta2=one_minus_beta2,
-            eps1=_eps1_for(eps1, dtype),
-            d=d,
-        )
+        buffers = ("row_var", "col_var") if factored else ("variance",)
+        leaves = [[new[name][i] for i in indices] for name in (*buffers, "update")]
+        scalars = {"one_minus_beta2": one_minus_beta2, "eps1": _eps1_for(eps1, dtype), "d": d}
+        if whole_step is None or not _numerics.is_half(dtype):
+            out = (_factored if factored else _unfactored)(*leaves, **scalars)
+        else:
+            kernel = _factored_step if factored else _unfactored_step
+            out = kernel(*leaves, [param_leaves[i] for i in indices], **scalars, **whole_step)
         for name in (*buffers, "update"):
             for index, value in zip(indices, getattr(out, name), strict=True):
                 new[name][index] = value
@@ -193,6 +293,16 @@ def scale_by_adafactor(
         >>> tx.update(jnp.array([0.5, -2.0]), tx.init(jnp.zeros(2)))[0]  # first step: sign(g)
         Array([ 1., -1.], dtype=float32)
     """
+    return _scale_by_adafactor(beta2_decay, eps1, d, None)
+
+
+def _scale_by_adafactor(
+    beta2_decay: Scalar, eps1: Scalar | None, d: Scalar, whole_step: dict[str, Any] | None
+) -> GradientTransformation:
+    """:func:`scale_by_adafactor`; given ``whole_step`` (``learning_rate``, ``eps2`` and
+    ``weight_decay`` of :func:`adafactor`) and params, the updates of float16 and bfloat16
+    leaves are the whole step, rounded where torch's ops round: the transforms that follow it
+    in :func:`adafactor` leave those leaves alone."""
     _validation.hyperparameters(beta2_decay=beta2_decay, d=d)
     if eps1 is not None:
         _validation.hyperparameters(eps1=eps1)
@@ -217,17 +327,51 @@ def scale_by_adafactor(
         params: Params | None = None,
         **extra_args: Any,
     ) -> tuple[Updates, ScaleByAdafactorState]:
-        del params, extra_args
+        del extra_args
         _tree.require_own_leaves("scale_by_adafactor")
         _tree.check_match(
             _param_shapes(state), updates, "scale_by_adafactor", "optimizer state", "updates"
         )
         count = _numerics.increment(state.count)
-        one_minus_beta2 = count.astype(jnp.result_type(float)) ** beta2_decay
-        new = _second_moment_step(state, updates, one_minus_beta2=one_minus_beta2, eps1=eps1, d=d)
+        step = count.astype(jnp.result_type(float))
+        one_minus_beta2 = step**beta2_decay
+        scalars = None
+        if whole_step is not None and params is not None:
+            _tree.check_match(params, updates, "adafactor", "params", "updates")
+            lr = _numerics.value_at(
+                whole_step["learning_rate"], state.count, "adafactor: learning_rate"
+            )
+            weight_decay = whole_step["weight_decay"]
+            scalars = {
+                "eps2": whole_step["eps2"],
+                # torch's rho_t = min(lr, 1 / sqrt(t)).
+                "rho": jnp.minimum(lr, jax.lax.rsqrt(step)),
+                "shrink": None
+                if _validation.is_static_zero(weight_decay)
+                else 1.0 - lr * weight_decay,
+            }
+        new = _second_moment_step(
+            state,
+            updates,
+            one_minus_beta2=one_minus_beta2,
+            eps1=eps1,
+            d=d,
+            params=params,
+            whole_step=scalars,
+        )
         return new.pop("update"), ScaleByAdafactorState(count=count, **new)
 
     return GradientTransformation(init, update)
+
+
+@leaf_kernel
+def _relative_step_unless_half(
+    update: jax.Array, param: jax.Array, *, eps2: Any, cap: Any
+) -> jax.Array:
+    """:func:`_relative_step`, the identity on float16/bfloat16 leaves."""
+    if _numerics.storing_half():
+        return update
+    return _relative_step.fn(update, param, eps2=eps2, cap=cap)
 
 
 @leaf_kernel
@@ -274,6 +418,15 @@ def scale_by_relative_step_size(
         Shazeer and Stern, `Adafactor: Adaptive Learning Rates with Sublinear Memory Cost
         <https://arxiv.org/abs/1804.04235>`_, 2018 (section 8, relative step size).
     """
+    return _relative_step_size(learning_rate, eps2, unless_half=False)
+
+
+def _relative_step_size(
+    learning_rate: ScalarOrSchedule, eps2: Scalar, *, unless_half: bool
+) -> GradientTransformation:
+    """:func:`scale_by_relative_step_size`, the identity on float16/bfloat16 leaves with
+    ``unless_half`` (whose step :func:`adafactor`'s preconditioner takes whole)."""
+    kernel = _relative_step_unless_half if unless_half else _relative_step
     _validation.hyperparameters(learning_rate=learning_rate, eps2=eps2)
 
     def init(params: Params) -> ScaleByScheduleState:
@@ -295,7 +448,7 @@ def scale_by_relative_step_size(
         count = _numerics.increment(state.count)
         # rho_t / gamma_t; 1 / (0 * sqrt(t)) is inf, so a zero learning rate gives 1, not NaN.
         cap = jnp.minimum(1.0, jax.lax.rsqrt(count.astype(jnp.result_type(float))) / gamma)
-        return _relative_step(updates, params, eps2=eps2, cap=cap), ScaleByScheduleState(count)
+        return kernel(updates, params, eps2=eps2, cap=cap), ScaleByScheduleState(count)
 
     return GradientTransformation(init, update)
 
@@ -378,10 +531,17 @@ def adafactor(
     _validation.hyperparameters(learning_rate=learning_rate, weight_decay=weight_decay)
     transform = chain_present(
         maybe_negate(maximize),
-        scale_by_adafactor(beta2_decay=beta2_decay, eps1=eps1, d=d),
-        scale_by_relative_step_size(learning_rate, eps2=eps2),
-        maybe_decayed_weights(weight_decay, mask=None),
-        scale_by_learning_rate(learning_rate),
+        _scale_by_adafactor(
+            beta2_decay,
+            eps1,
+            d,
+            {"learning_rate": learning_rate, "eps2": eps2, "weight_decay": weight_decay},
+        ),
+        _relative_step_size(learning_rate, eps2, unless_half=True),
+        None
+        if _validation.is_static_zero(weight_decay)
+        else add_decayed_weights_unless_half(weight_decay),
+        scale_by_learning_rate_unless_half(learning_rate),
     )
     return described(
         transform,

@@ -11,7 +11,7 @@ from optkit import _numerics, _tree, _validation
 from optkit._base import GradientTransformation, Params, Scalar, ScalarOrSchedule, Updates
 from optkit._kernel import leaf_kernel
 from optkit.optimizers._compose import chain_present, described, maybe_l2_decay, maybe_negate
-from optkit.transforms.scaling import scale_by_learning_rate
+from optkit.transforms.scaling import scale_by_learning_rate_unless_half
 
 
 class ScaleByRssState(NamedTuple):
@@ -31,13 +31,17 @@ class RssLeaf(NamedTuple):
 
 
 @leaf_kernel
-def _rss(sum_of_squares, update, *, eps) -> RssLeaf:
+def _rss(sum_of_squares, update, *, eps, step_size) -> RssLeaf:
     # torch's sum.addcmul_(g, g), then sum.sqrt().add_(eps), rounded as its ops are (a float16
     # sum overflows to inf past 65504, as torch's does).
     rounded = _numerics.rounded
     sum_of_squares = rounded(sum_of_squares + update * update).astype(sum_of_squares.dtype)
     root = rounded(jnp.sqrt(sum_of_squares))
-    return RssLeaf(sum_of_squares, update / rounded(root + _numerics.rounded_scalar(eps)))
+    step = update / rounded(root + _numerics.rounded_scalar(eps))
+    if _numerics.storing_half() and step_size is not None:
+        # torch's param.addcdiv_(g, std, value=-clr): the learning rate applied before rounding.
+        step = step_size * step
+    return RssLeaf(sum_of_squares, step)
 
 
 def scale_by_rss(
@@ -63,6 +67,15 @@ def scale_by_rss(
         >>> tx.update(jnp.array([3.0, -4.0]), tx.init(jnp.zeros(2)))[0]
         Array([ 1., -1.], dtype=float32)
     """
+    return _scale_by_rss(initial_accumulator_value, eps, None)
+
+
+def _scale_by_rss(
+    initial_accumulator_value: Scalar, eps: Scalar, learning_rate: ScalarOrSchedule | None
+) -> GradientTransformation:
+    """:func:`scale_by_rss`; given ``learning_rate``, its float16/bfloat16 leaves' updates are
+    the whole step, ``-learning_rate`` included (:func:`scale_by_learning_rate_unless_half`
+    follows it)."""
     _validation.hyperparameters(initial_accumulator_value=initial_accumulator_value, eps=eps)
 
     def init(params: Params) -> ScaleByRssState:
@@ -76,7 +89,11 @@ def scale_by_rss(
     ) -> tuple[Updates, ScaleByRssState]:
         del params, extra_args
         updates = _tree.check_updates(state.sum_of_squares, updates, "scale_by_rss")
-        new = _rss(state.sum_of_squares, updates, eps=eps)
+        step_size = None
+        if learning_rate is not None:
+            lr = _numerics.value_at(learning_rate, state.count, "adagrad: learning_rate")
+            step_size = -lr
+        new = _rss(state.sum_of_squares, updates, eps=eps, step_size=step_size)
         return new.update, ScaleByRssState(
             count=_numerics.increment(state.count), sum_of_squares=new.sum_of_squares
         )
@@ -142,11 +159,12 @@ def adagrad(
     _validation.hyperparameters(
         learning_rate=learning_rate, lr_decay=lr_decay, weight_decay=weight_decay
     )
+    decayed = _decayed_learning_rate(learning_rate, lr_decay)
     transform = chain_present(
         maybe_negate(maximize),
         maybe_l2_decay(weight_decay),
-        scale_by_rss(initial_accumulator_value=initial_accumulator_value, eps=eps),
-        scale_by_learning_rate(_decayed_learning_rate(learning_rate, lr_decay)),
+        _scale_by_rss(initial_accumulator_value, eps, decayed),
+        scale_by_learning_rate_unless_half(decayed),
     )
     return described(
         transform,

@@ -11,7 +11,7 @@ from optkit import _numerics, _tree, _validation
 from optkit._base import GradientTransformation, Params, Scalar, ScalarOrSchedule, Updates
 from optkit._kernel import leaf_kernel
 from optkit.optimizers._compose import chain_present, described, maybe_l2_decay, maybe_negate
-from optkit.transforms.scaling import scale_by_learning_rate
+from optkit.transforms.scaling import scale_by_learning_rate_unless_half
 
 
 class ScaleByAdamaxState(NamedTuple):
@@ -33,10 +33,19 @@ class AdamaxLeaf(NamedTuple):
 
 
 @leaf_kernel
-def _adamax(mu, inf_norm, update, *, one_minus_b1, b2, eps, bias_correction1) -> AdamaxLeaf:
-    mu = _numerics.lerp(mu, update, one_minus_b1).astype(mu.dtype)
+def _adamax(
+    mu, inf_norm, update, *, one_minus_b1, b2, eps, bias_correction1, step_size
+) -> AdamaxLeaf:
+    # torch's exp_avg.lerp_(g, 1 - b1) and maximum(exp_inf.mul_(b2), g.abs().add_(eps)), rounded
+    # as its ops are (eps rounded to a 16-bit dtype first: 1e-8 is 0 in float16).
+    rounded = _numerics.rounded
+    mu = rounded(_numerics.lerp(mu, update, one_minus_b1)).astype(mu.dtype)
     # eps is added to |g| before the maximum (torch's rule), not to the norm afterwards.
-    inf_norm = jnp.maximum(b2 * inf_norm, jnp.abs(update) + eps).astype(inf_norm.dtype)
+    abs_plus_eps = rounded(jnp.abs(update) + _numerics.rounded_scalar(eps))
+    inf_norm = jnp.maximum(rounded(b2 * inf_norm), abs_plus_eps).astype(inf_norm.dtype)
+    if _numerics.storing_half() and step_size is not None:
+        # torch's param.addcdiv_(exp_avg, exp_inf, value=-lr / bias_correction1), one rounding.
+        return AdamaxLeaf(mu, inf_norm, step_size * (mu / inf_norm))
     return AdamaxLeaf(mu, inf_norm, (mu / inf_norm) / bias_correction1)
 
 
@@ -68,6 +77,15 @@ def scale_by_adamax(
         >>> updates.round(6)  # first step: sign(g), to float32 rounding
         Array([ 1., -1.], dtype=float32)
     """
+    return _scale_by_adamax(b1, b2, eps, None)
+
+
+def _scale_by_adamax(
+    b1: Scalar, b2: Scalar, eps: Scalar, learning_rate: ScalarOrSchedule | None
+) -> GradientTransformation:
+    """:func:`scale_by_adamax`; given ``learning_rate``, its float16/bfloat16 leaves' updates are
+    the whole step, ``-learning_rate`` included (:func:`scale_by_learning_rate_unless_half`
+    follows it)."""
     _validation.hyperparameters(b1=b1, b2=b2, eps=eps)
 
     def init(params: Params) -> ScaleByAdamaxState:
@@ -83,6 +101,11 @@ def scale_by_adamax(
         del params, extra_args
         updates = _tree.check_updates(state.mu, updates, "scale_by_adamax")
         count = _numerics.increment(state.count)
+        bias_correction1 = _numerics.bias_correction(b1, count)
+        step_size = None
+        if learning_rate is not None:
+            lr = _numerics.value_at(learning_rate, state.count, "adamax: learning_rate")
+            step_size = -lr / bias_correction1
         new = _adamax(
             state.mu,
             state.inf_norm,
@@ -90,7 +113,8 @@ def scale_by_adamax(
             one_minus_b1=1.0 - b1,
             b2=b2,
             eps=eps,
-            bias_correction1=_numerics.bias_correction(b1, count),
+            bias_correction1=bias_correction1,
+            step_size=step_size,
         )
         return new.update, ScaleByAdamaxState(count=count, mu=new.mu, inf_norm=new.inf_norm)
 
@@ -149,8 +173,8 @@ def adamax(
     transform = chain_present(
         maybe_negate(maximize),
         maybe_l2_decay(weight_decay),
-        scale_by_adamax(b1=b1, b2=b2, eps=eps),
-        scale_by_learning_rate(learning_rate),
+        _scale_by_adamax(b1, b2, eps, learning_rate),
+        scale_by_learning_rate_unless_half(learning_rate),
     )
     return described(
         transform,

@@ -12,8 +12,8 @@ from optkit._base import GradientTransformation, Params, Scalar, ScalarOrSchedul
 from optkit._kernel import leaf_kernel
 from optkit.optimizers._compose import chain_present, described, maybe_l2_decay, maybe_negate
 from optkit.optimizers.adam import AdamLeaf, moments
-from optkit.transforms.scaling import scale_by_learning_rate
-from optkit.transforms.weight_decay import maybe_decayed_weights
+from optkit.transforms.scaling import scale_by_learning_rate_unless_half
+from optkit.transforms.weight_decay import add_decayed_weights_unless_half
 
 # torch keeps the product of the momentum schedule in float32 (its ``_get_scalar_dtype()`` under
 # torch's default dtype), whatever the parameters' dtype.
@@ -33,6 +33,15 @@ class ScaleByNadamState(NamedTuple):
     non_negative_fields = ("nu",)
 
 
+def _denominator(nu, *, eps, bias_correction2):
+    """torch's ``exp_avg_sq.div(bias_correction2).sqrt()`` then ``add_(eps)``, rounded as its
+    ops are (eps rounded to a 16-bit dtype first: 1e-8 is 0 in float16). torch divides by the
+    bias correction before the square root."""
+    rounded = _numerics.rounded
+    root = rounded(jnp.sqrt(rounded(nu / bias_correction2)))
+    return rounded(root + _numerics.rounded_scalar(eps))
+
+
 @leaf_kernel
 def _nadam(
     mu,
@@ -46,12 +55,68 @@ def _nadam(
     bias_correction2,
     gradient_coefficient,
     momentum_coefficient,
+    learning_rate,
 ) -> AdamLeaf:
     mu, nu = moments(mu, nu, update, one_minus_b1=one_minus_b1, b2=b2, one_minus_b2=one_minus_b2)
-    # torch divides by the bias correction before the square root.
-    denominator = jnp.sqrt(nu / bias_correction2) + eps
+    denominator = _denominator(nu, eps=eps, bias_correction2=bias_correction2)
     step = (gradient_coefficient * update) / denominator + (momentum_coefficient * mu) / denominator
+    if _numerics.storing_half() and learning_rate is not None:
+        # nadam() without params: the whole step on a 16-bit leaf, without torch's rounding of
+        # the param between its two addcdiv_ (scale_by_learning_rate_unless_half follows).
+        step = -learning_rate * step
     return AdamLeaf(mu, nu, step)
+
+
+class _NadamStepLeaf(NamedTuple):
+    mu: jax.Array
+    nu: jax.Array
+    update: jax.Array
+    param: jax.Array
+
+
+@leaf_kernel
+def _nadam_step(
+    mu,
+    nu,
+    update,
+    param,
+    *,
+    one_minus_b1,
+    b2,
+    one_minus_b2,
+    eps,
+    bias_correction2,
+    gradient_coefficient,
+    momentum_coefficient,
+    learning_rate,
+    shrink,
+) -> _NadamStepLeaf:
+    """:func:`_nadam`, except on float16/bfloat16 leaves: there the update is the whole step,
+    learning rate and decoupled decay included, rounded where torch's ops round the param:
+    ``param.mul_(shrink)`` (NAdamW), then two ``param.addcdiv_`` (gradient, then momentum)."""
+    if not _numerics.storing_half():
+        new = _nadam.fn(
+            mu,
+            nu,
+            update,
+            one_minus_b1=one_minus_b1,
+            b2=b2,
+            one_minus_b2=one_minus_b2,
+            eps=eps,
+            bias_correction2=bias_correction2,
+            gradient_coefficient=gradient_coefficient,
+            momentum_coefficient=momentum_coefficient,
+            learning_rate=None,
+        )
+        return _NadamStepLeaf(new.mu, new.nu, new.update, param)
+    rounded = _numerics.rounded
+    mu, nu = moments(mu, nu, update, one_minus_b1=one_minus_b1, b2=b2, one_minus_b2=one_minus_b2)
+    denominator = _denominator(nu, eps=eps, bias_correction2=bias_correction2)
+    new = param if shrink is None else rounded(param * shrink)
+    new = rounded(new + (-learning_rate * gradient_coefficient) * (update / denominator))
+    new = rounded(new + (-learning_rate * momentum_coefficient) * (mu / denominator))
+    # An infinite param that torch leaves as it is moves by 0 (inf - inf would be NaN).
+    return _NadamStepLeaf(mu, nu, jnp.where(new == param, 0.0, new - param), param)
 
 
 def _momentum_schedule(b1: Any, momentum_decay: Any, step: jax.Array) -> jax.Array:
@@ -98,6 +163,21 @@ def scale_by_nadam(
         >>> tx.update(jnp.array([0.5, -2.0]), tx.init(jnp.zeros(2)))[0]
         Array([ 1., -1.], dtype=float32)
     """
+    return _scale_by_nadam(b1, b2, eps, momentum_decay, None, None)
+
+
+def _scale_by_nadam(
+    b1: Scalar,
+    b2: Scalar,
+    eps: Scalar,
+    momentum_decay: Scalar,
+    learning_rate: ScalarOrSchedule | None,
+    decoupled_weight_decay: Scalar | None,
+) -> GradientTransformation:
+    """:func:`scale_by_nadam`; given ``learning_rate`` and params, the updates of float16 and
+    bfloat16 leaves are the whole step (the learning rate and, given
+    ``decoupled_weight_decay``, NAdamW's shrink included), rounded where torch's ops round:
+    ``scale_by_learning_rate_unless_half`` and ``add_decayed_weights_unless_half`` follow it."""
     _validation.hyperparameters(b1=b1, b2=b2, eps=eps, momentum_decay=momentum_decay)
 
     def init(params: Params) -> ScaleByNadamState:
@@ -111,7 +191,7 @@ def scale_by_nadam(
     def update(
         updates: Updates, state: ScaleByNadamState, params: Params | None = None, **extra_args: Any
     ) -> tuple[Updates, ScaleByNadamState]:
-        del params, extra_args
+        del extra_args
         updates = _tree.check_updates(state.nu, updates, "scale_by_nadam")
         count = _numerics.increment(state.count)
         step = count.astype(jnp.result_type(float))
@@ -120,10 +200,7 @@ def scale_by_nadam(
         # torch: a float32 tensor times a Python double, which it rounds to float32 first.
         mu_product = state.mu_product * mu_t.astype(MU_PRODUCT_DTYPE)
         product = mu_product.astype(mu_t.dtype)
-        new = _nadam(
-            state.mu,
-            state.nu,
-            updates,
+        scalars = dict(
             one_minus_b1=1.0 - b1,
             b2=b2,
             one_minus_b2=1.0 - b2,
@@ -132,6 +209,19 @@ def scale_by_nadam(
             gradient_coefficient=(1.0 - mu_t) / (1.0 - product),
             momentum_coefficient=mu_next / (1.0 - product * mu_next),
         )
+        lr = None
+        if learning_rate is not None:
+            lr = _numerics.value_at(learning_rate, state.count, "nadam: learning_rate")
+        if lr is None or params is None:
+            new = _nadam(state.mu, state.nu, updates, learning_rate=lr, **scalars)
+        else:
+            _tree.check_match(params, updates, "nadam", "params", "updates")
+            shrink = None
+            if decoupled_weight_decay is not None:
+                shrink = 1.0 - lr * decoupled_weight_decay
+            new = _nadam_step(
+                state.mu, state.nu, updates, params, learning_rate=lr, shrink=shrink, **scalars
+            )
         return new.update, ScaleByNadamState(
             count=count, mu_product=mu_product, mu=new.mu, nu=new.nu
         )
@@ -199,12 +289,15 @@ def nadam(
     """
     _validation.hyperparameters(learning_rate=learning_rate, weight_decay=weight_decay)
     decoupled = _validation.boolean("decoupled_weight_decay", decoupled_weight_decay)
+    decay = decoupled and not _validation.is_static_zero(weight_decay)
     transform = chain_present(
         maybe_negate(maximize),
         None if decoupled else maybe_l2_decay(weight_decay),
-        scale_by_nadam(b1=b1, b2=b2, eps=eps, momentum_decay=momentum_decay),
-        maybe_decayed_weights(weight_decay, None) if decoupled else None,
-        scale_by_learning_rate(learning_rate),
+        _scale_by_nadam(
+            b1, b2, eps, momentum_decay, learning_rate, weight_decay if decay else None
+        ),
+        add_decayed_weights_unless_half(weight_decay) if decay else None,
+        scale_by_learning_rate_unless_half(learning_rate),
     )
     return described(
         transform,

@@ -12,7 +12,10 @@ from optkit._base import GradientTransformation, Params, Scalar, ScalarOrSchedul
 from optkit._kernel import leaf_kernel
 from optkit.optimizers._compose import chain_present, described, maybe_l2_decay, maybe_negate
 from optkit.transforms.momentum import trace
-from optkit.transforms.scaling import scale_by_learning_rate, scale_by_learning_rate_as_alpha
+from optkit.transforms.scaling import (
+    scale_by_learning_rate_as_alpha,
+    scale_by_learning_rate_unless_half,
+)
 
 
 class ScaleByRmsState(NamedTuple):
@@ -50,18 +53,27 @@ def _plus_eps(root, eps):
 
 
 @leaf_kernel
-def _rms(nu, update, *, alpha, one_minus_alpha, eps) -> RmsLeaf:
+def _rms(nu, update, *, alpha, one_minus_alpha, eps, step_size) -> RmsLeaf:
     nu = _average_of_squares(nu, update, alpha=alpha, one_minus_alpha=one_minus_alpha)
-    return RmsLeaf(nu, update / _plus_eps(_numerics.rounded(jnp.sqrt(nu)), eps))
+    step = update / _plus_eps(_numerics.rounded(jnp.sqrt(nu)), eps)
+    return RmsLeaf(nu, _times_step_size(step, step_size))
+
+
+def _times_step_size(step, step_size):
+    """On float16/bfloat16 leaves given ``step_size``, ``step_size * step`` unrounded between:
+    torch's ``param.addcdiv_(g, avg, value=-lr)`` (RMSprop without momentum)."""
+    if _numerics.storing_half() and step_size is not None:
+        return step_size * step
+    return step
 
 
 @leaf_kernel
-def _centered_rms(nu, mu, update, *, alpha, one_minus_alpha, eps) -> CenteredRmsLeaf:
+def _centered_rms(nu, mu, update, *, alpha, one_minus_alpha, eps, step_size) -> CenteredRmsLeaf:
     nu = _average_of_squares(nu, update, alpha=alpha, one_minus_alpha=one_minus_alpha)
     rounded = _numerics.rounded
     mu = rounded(_numerics.lerp(mu, update, one_minus_alpha)).astype(mu.dtype)
     root = rounded(jnp.sqrt(rounded(nu - mu * mu)))
-    return CenteredRmsLeaf(nu, mu, update / _plus_eps(root, eps))
+    return CenteredRmsLeaf(nu, mu, _times_step_size(update / _plus_eps(root, eps), step_size))
 
 
 def scale_by_rms(
@@ -91,6 +103,15 @@ def scale_by_rms(
         >>> tx.update(jnp.array([2.0, -3.0]), tx.init(jnp.zeros(2)))[0]
         Array([ 1., -1.], dtype=float32)
     """
+    return _scale_by_rms(alpha, eps, centered, None)
+
+
+def _scale_by_rms(
+    alpha: Scalar, eps: Scalar, centered: bool, learning_rate: ScalarOrSchedule | None
+) -> GradientTransformation:
+    """:func:`scale_by_rms`; given ``learning_rate``, its float16/bfloat16 leaves' updates are
+    the whole step, ``-learning_rate`` included (:func:`scale_by_learning_rate_unless_half`
+    follows it)."""
     _validation.hyperparameters(alpha=alpha, eps=eps)
     centered = _validation.boolean("centered", centered)
 
@@ -106,7 +127,10 @@ def scale_by_rms(
     ) -> tuple[Updates, ScaleByRmsState]:
         del params, extra_args
         updates = _tree.check_updates(state.nu, updates, "scale_by_rms")
-        scalars = {"alpha": alpha, "one_minus_alpha": 1.0 - alpha, "eps": eps}
+        scalars = {"alpha": alpha, "one_minus_alpha": 1.0 - alpha, "eps": eps, "step_size": None}
+        if learning_rate is not None:
+            lr = _numerics.value_at(learning_rate, state.count, "rmsprop: learning_rate")
+            scalars["step_size"] = -lr
         count = _numerics.increment(state.count)
         if centered:
             new = _centered_rms(state.nu, state.mu, updates, **scalars)
@@ -175,10 +199,13 @@ def rmsprop(
     transform = chain_present(
         maybe_negate(maximize),
         maybe_l2_decay(weight_decay),
-        scale_by_rms(alpha=alpha, eps=eps, centered=centered),
+        # torch's last op: param.addcdiv_(g, avg, value=-lr) (taken whole on 16-bit leaves),
+        # or param.add_(buf, alpha=-lr).
+        _scale_by_rms(alpha, eps, centered, learning_rate)
+        if without_momentum
+        else scale_by_rms(alpha=alpha, eps=eps, centered=centered),
         None if without_momentum else trace(momentum),
-        # torch's last op: param.addcdiv_(g, avg, value=-lr), or param.add_(buf, alpha=-lr).
-        scale_by_learning_rate(learning_rate)
+        scale_by_learning_rate_unless_half(learning_rate)
         if without_momentum
         else scale_by_learning_rate_as_alpha(learning_rate),
     )

@@ -11,7 +11,7 @@ from optkit import _numerics, _tree, _validation
 from optkit._base import GradientTransformation, Params, Scalar, ScalarOrSchedule, Updates
 from optkit._kernel import leaf_kernel
 from optkit.optimizers._compose import chain_present, described, maybe_negate
-from optkit.transforms.scaling import scale_by_learning_rate
+from optkit.transforms.scaling import scale_by_learning_rate_unless_half
 
 
 class ScaleBySparseAdamState(NamedTuple):
@@ -33,12 +33,23 @@ class SparseAdamLeaf(NamedTuple):
 
 
 @leaf_kernel
-def _sparse_adam(mu, nu, update, *, one_minus_b1, one_minus_b2, eps, correction) -> SparseAdamLeaf:
+def _sparse_adam(
+    mu, nu, update, *, one_minus_b1, one_minus_b2, eps, correction, step_size
+) -> SparseAdamLeaf:
     present = update != 0
-    # torch adds (g - m) * (1 - b1) to the old values at the gradient's indices.
-    new_mu = (mu + (update - mu) * one_minus_b1).astype(mu.dtype)
-    new_nu = (nu + (update * update - nu) * one_minus_b2).astype(nu.dtype)
-    step = new_mu / (jnp.sqrt(new_nu) + eps) * correction
+    # torch adds (g - m) * (1 - b1) to the old values at the gradient's indices, rounding each
+    # op (sub, mul_, add_; pow, sub_, mul_, add_) on 16-bit params.
+    rounded = _numerics.rounded
+    new_mu = rounded(mu + rounded(rounded(update - mu) * one_minus_b1)).astype(mu.dtype)
+    square = rounded(update * update)
+    new_nu = rounded(nu + rounded(rounded(square - nu) * one_minus_b2)).astype(nu.dtype)
+    # torch's exp_avg_sq.sqrt_().add_(eps), eps rounded to a 16-bit dtype (1e-8 is 0 in float16).
+    denominator = rounded(rounded(jnp.sqrt(new_nu)) + _numerics.rounded_scalar(eps))
+    if _numerics.storing_half() and step_size is not None:
+        # torch's param.add_(-step_size * numer.div_(denom)): two rounded ops before the add.
+        step = step_size * rounded(new_mu / denominator)
+    else:
+        step = new_mu / denominator * correction
     return SparseAdamLeaf(
         mu=jnp.where(present, new_mu, mu),
         nu=jnp.where(present, new_nu, nu),
@@ -78,6 +89,15 @@ def scale_by_sparse_adam(
         >>> state.nu  # the absent entry's moments did not move
         Array([0.00025, 0.     , 0.004  ], dtype=float32)
     """
+    return _scale_by_sparse_adam(b1, b2, eps, None)
+
+
+def _scale_by_sparse_adam(
+    b1: Scalar, b2: Scalar, eps: Scalar, learning_rate: ScalarOrSchedule | None
+) -> GradientTransformation:
+    """:func:`scale_by_sparse_adam`; given ``learning_rate``, its float16/bfloat16 leaves' updates
+    are the whole step, ``-learning_rate`` included (:func:`scale_by_learning_rate_unless_half`
+    follows it)."""
     _validation.hyperparameters(b1=b1, b2=b2, eps=eps)
 
     def init(params: Params) -> ScaleBySparseAdamState:
@@ -99,6 +119,13 @@ def scale_by_sparse_adam(
         del params, extra_args
         updates = _tree.check_updates(state.mu, updates, "scale_by_sparse_adam")
         count = _numerics.increment(state.count)
+        correction = jnp.sqrt(_numerics.bias_correction(b2, count)) / _numerics.bias_correction(
+            b1, count
+        )
+        step_size = None
+        if learning_rate is not None:
+            lr = _numerics.value_at(learning_rate, state.count, "sparse_adam: learning_rate")
+            step_size = -lr * correction
         new = _sparse_adam(
             state.mu,
             state.nu,
@@ -106,8 +133,8 @@ def scale_by_sparse_adam(
             one_minus_b1=1.0 - b1,
             one_minus_b2=1.0 - b2,
             eps=eps,
-            correction=jnp.sqrt(_numerics.bias_correction(b2, count))
-            / _numerics.bias_correction(b1, count),
+            correction=correction,
+            step_size=step_size,
         )
         return new.update, ScaleBySparseAdamState(count=count, mu=new.mu, nu=new.nu)
 
@@ -173,8 +200,8 @@ def sparse_adam(
     _validation.hyperparameters(learning_rate=learning_rate)
     transform = chain_present(
         maybe_negate(maximize),
-        scale_by_sparse_adam(b1=b1, b2=b2, eps=eps),
-        scale_by_learning_rate(learning_rate),
+        _scale_by_sparse_adam(b1, b2, eps, learning_rate),
+        scale_by_learning_rate_unless_half(learning_rate),
     )
     return described(
         transform,

@@ -36,6 +36,13 @@ def _scale_as_alpha(update: jax.Array, *, factor: Any) -> jax.Array:
     return update * _numerics.rounded_scalar(factor)
 
 
+@leaf_kernel
+def _scale_unless_half(update: jax.Array, *, factor: Any) -> jax.Array:
+    """:func:`_scale` on float32/float64 leaves; float16/bfloat16 leaves pass unchanged (their
+    preconditioner applied the learning rate already, rounding once as torch's last op does)."""
+    return update if _numerics.storing_half() else update * factor
+
+
 def scale_tree(updates: Updates, factor: Any) -> Updates:
     """Multiply every leaf by a scalar, in the leaf's own dtype (a JAX scalar is cast to it)."""
     return _scale(updates, factor=factor)
@@ -96,6 +103,14 @@ def scale_by_learning_rate_as_alpha(learning_rate: ScalarOrSchedule) -> Gradient
     bfloat16 params the learning rate is rounded to their dtype first, as torch's ``add_``
     rounds its alpha. The same on float32 and float64 params."""
     return _by_learning_rate(learning_rate, True, _scale_as_alpha)
+
+
+def scale_by_learning_rate_unless_half(learning_rate: ScalarOrSchedule) -> GradientTransformation:
+    """:func:`scale_by_learning_rate` (``flip_sign=True``) for float32 and float64 leaves, the
+    identity on float16 and bfloat16 leaves: for an optimizer whose preconditioner applies
+    ``-learning_rate`` itself on 16-bit leaves, as torch's last op (``param.addcdiv_(m, d,
+    value=-lr / bc)``) does in one rounding. Same state as :func:`scale_by_learning_rate`."""
+    return _by_learning_rate(learning_rate, True, _scale_unless_half)
 
 
 def _by_learning_rate(

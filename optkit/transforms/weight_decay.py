@@ -33,7 +33,14 @@ def _add_decay(update: jax.Array, param: jax.Array, *, weight_decay: Any) -> jax
     return update + _numerics.rounded_scalar(weight_decay) * param
 
 
-def _add_scaled_params(where: str, weight_decay: Any, mask: Mask | None) -> GradientTransformation:
+@leaf_kernel
+def _add_decay_unless_half(update: jax.Array, param: jax.Array, *, weight_decay: Any) -> jax.Array:
+    return update if _numerics.storing_half() else update + weight_decay * param
+
+
+def _add_scaled_params(
+    where: str, weight_decay: Any, mask: Mask | None, kernel: Any = _add_decay
+) -> GradientTransformation:
     """``updates + weight_decay * params`` on the leaves selected by ``mask``."""
     _validation.hyperparameters(weight_decay=weight_decay)
 
@@ -67,9 +74,7 @@ def _add_scaled_params(where: str, weight_decay: Any, mask: Mask | None) -> Grad
         select = [
             param is not None and next(selected) and update is not None for _, param, update in rows
         ]
-        return _add_decay(
-            updates, params, select=select, weight_decay=weight_decay, is_leaf=_is_none
-        )
+        return kernel(updates, params, select=select, weight_decay=weight_decay, is_leaf=_is_none)
 
     return stateless(decay_tree)
 
@@ -120,6 +125,15 @@ def add_decayed_weights(weight_decay: Scalar, mask: Mask | None = None) -> Gradi
         Array([0., 0.], dtype=float32)
     """
     return _add_scaled_params("add_decayed_weights", weight_decay, mask)
+
+
+def add_decayed_weights_unless_half(
+    weight_decay: Scalar, mask: Mask | None = None
+) -> GradientTransformation:
+    """:func:`add_decayed_weights` on float32 and float64 leaves, the identity on float16 and
+    bfloat16 leaves: for an optimizer whose preconditioner applies the decoupled decay itself
+    on 16-bit leaves, rounding the shrunk param as torch's ``param.mul_(1 - lr * wd)`` does."""
+    return _add_scaled_params("add_decayed_weights", weight_decay, mask, _add_decay_unless_half)
 
 
 def maybe_decayed_weights(weight_decay: Scalar, mask: Mask | None) -> GradientTransformation | None:

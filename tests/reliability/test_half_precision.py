@@ -10,7 +10,7 @@ separately, where torch's last op (``add_``, ``addcdiv_``) rounds once. The grad
 entries in the thousands, past float16's ``sqrt(65504)``, so a square formed before its scale
 (which overflows) fails here.
 
-The live tests run torch now; the golden tests read ``golden/half_*.npz`` (written by
+The live tests run torch now; the golden tests read ``golden/half_<row>.npz`` (written by
 ``python -m tests.reliability.generate_half_golden``) and need no torch.
 """
 
