@@ -138,6 +138,32 @@ def quantize(
     # XLA's constant folding, which takes minutes for large buffers.
     buffer = jax.lax.optimization_barrier(buffer)
     blocks = buffer.astype(jnp.float32).reshape(-1, block_size)
+    num_blocks = blocks.shape[0]
+    chunk = _chunk_blocks(num_blocks, block_size)
+    if chunk == num_blocks:
+        return _quantize_blocks(blocks, bits, signed)
+    codes, scale = jax.lax.map(
+        lambda part: _quantize_blocks(part, bits, signed),
+        blocks.reshape(num_blocks // chunk, chunk, block_size),
+    )
+    return codes.reshape(num_blocks, -1), scale.reshape(num_blocks)
+
+
+CHUNK_ELEMENTS = 16384
+"""About how many elements :func:`quantize` encodes at a time (64 KiB of float32): each chunk's
+block maxima, scaling and codes are computed while it is in cache."""
+
+
+def _chunk_blocks(num_blocks: int, block_size: int) -> int:
+    """The blocks per chunk: the largest divisor of ``num_blocks`` with at most
+    :data:`CHUNK_ELEMENTS` elements (all the blocks when that is a single block)."""
+    limit = max(1, CHUNK_ELEMENTS // block_size)
+    chunk = max(d for d in range(1, min(limit, num_blocks) + 1) if num_blocks % d == 0)
+    return num_blocks if chunk == 1 else chunk
+
+
+def _quantize_blocks(blocks: jax.Array, bits: int, signed: bool) -> tuple[jax.Array, jax.Array]:
+    """``(codes, scale)`` of a float32 array of blocks (one per row)."""
     scale = jnp.max(jnp.abs(blocks), axis=1)
     scaled = blocks / jnp.where(scale > 0, scale, 1.0)[:, None]
     codes = encode(scaled, bits, signed)
