@@ -42,6 +42,11 @@ def storing_half() -> bool:
     return _STORAGE.get() is not None
 
 
+def storage_dtype() -> Any:
+    """The float16/bfloat16 dtype of the leaf the kernel being traced computes, or ``None``."""
+    return _STORAGE.get()
+
+
 def rounded(value: Any) -> Any:
     """``value`` rounded to the storage dtype of the 16-bit leaf being computed, kept in float32.
 

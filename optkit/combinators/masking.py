@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 
 import jax
 
-from optkit import _tree
+from optkit import _state, _tree
 from optkit._base import GradientTransformation, OptState, Params, Updates, takes_extra_args
 
 
@@ -128,7 +128,7 @@ def masked(
         )
         return merged, MaskedState(inner_state=inner_state)
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(init, _state.checking_state(init, update, "masked update"))
 
 
 def partition(
@@ -200,4 +200,4 @@ def partition(
             )
         return updates, PartitionState(inner_states=new_states)
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(init, _state.checking_state(init, update, "partition update"))

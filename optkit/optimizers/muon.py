@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from optkit import _numerics, _tree, _validation
@@ -15,8 +16,8 @@ from optkit._base import GradientTransformation, Params, Scalar, ScalarOrSchedul
 from optkit._kernel import leaf_kernel
 from optkit.optimizers._compose import chain_present, described
 from optkit.optimizers._newton_schulz import newton_schulz
-from optkit.transforms.scaling import scale_by_learning_rate
-from optkit.transforms.weight_decay import maybe_decayed_weights
+from optkit.transforms.scaling import scale_by_learning_rate_unless_half
+from optkit.transforms.weight_decay import add_decayed_weights_unless_half
 
 NS_COEFFICIENTS = (3.4445, -4.775, 2.0315)
 """Keller Jordan's quintic Newton-Schulz coefficients ``(a, b, c)``, torch's default."""
@@ -48,22 +49,107 @@ def _buffer(momentum_buffer: jax.Array, update: jax.Array, weight: Any) -> jax.A
     return rounded.astype(momentum_buffer.dtype)
 
 
+def _orthogonalized(
+    momentum_buffer, update, *, momentum, one_minus_momentum, nesterov, a, b, c, ns_steps, eps
+) -> MuonLeaf:
+    """The new momentum buffer and torch's bfloat16 Newton-Schulz output (bfloat16)."""
+    momentum_buffer = _buffer(momentum_buffer, update, one_minus_momentum)
+    orthogonalized = momentum_buffer
+    if nesterov:
+        # torch's grad.lerp(buf, momentum), rounded to a 16-bit grad's dtype before the iteration.
+        orthogonalized = _numerics.rounded(_numerics.lerp(update, momentum_buffer, momentum))
+    ortho = newton_schulz(orthogonalized, coefficients=(a, b, c), steps=ns_steps, eps=eps)
+    return MuonLeaf(momentum_buffer, ortho)
+
+
 @leaf_kernel
 def _muon(momentum_buffer, update, *, one_minus_momentum, a, b, c, ns_steps, eps) -> MuonLeaf:
-    momentum_buffer = _buffer(momentum_buffer, update, one_minus_momentum)
-    ortho = newton_schulz(momentum_buffer, coefficients=(a, b, c), steps=ns_steps, eps=eps)
-    return MuonLeaf(momentum_buffer, ortho)
+    return _orthogonalized(
+        momentum_buffer,
+        update,
+        momentum=None,
+        one_minus_momentum=one_minus_momentum,
+        nesterov=False,
+        a=a,
+        b=b,
+        c=c,
+        ns_steps=ns_steps,
+        eps=eps,
+    )
 
 
 @leaf_kernel
 def _nesterov_muon(
     momentum_buffer, update, *, momentum, one_minus_momentum, a, b, c, ns_steps, eps
 ) -> MuonLeaf:
-    momentum_buffer = _buffer(momentum_buffer, update, one_minus_momentum)
-    # torch's grad.lerp(buf, momentum), rounded to a 16-bit grad's dtype before the iteration.
-    nesterov = _numerics.rounded(_numerics.lerp(update, momentum_buffer, momentum))
-    ortho = newton_schulz(nesterov, coefficients=(a, b, c), steps=ns_steps, eps=eps)
-    return MuonLeaf(momentum_buffer, ortho)
+    return _orthogonalized(
+        momentum_buffer,
+        update,
+        momentum=momentum,
+        one_minus_momentum=one_minus_momentum,
+        nesterov=True,
+        a=a,
+        b=b,
+        c=c,
+        ns_steps=ns_steps,
+        eps=eps,
+    )
+
+
+class _MuonStepLeaf(NamedTuple):
+    momentum_buffer: jax.Array
+    update: jax.Array
+    param: jax.Array
+
+
+@leaf_kernel
+def _muon_step(
+    momentum_buffer,
+    update,
+    param,
+    *,
+    momentum,
+    one_minus_momentum,
+    nesterov,
+    a,
+    b,
+    c,
+    ns_steps,
+    eps,
+    adjust_lr_fn,
+    learning_rate,
+    shrink,
+) -> _MuonStepLeaf:
+    """The orthogonalized update times the shape ratio, except on float16/bfloat16 leaves: there
+    it is the whole step, learning rate and decoupled decay included, rounded where torch's ops
+    round the param: ``param.mul_(1 - lr * wd)`` then ``param.add_(ortho, alpha=-lr * ratio)``
+    (returned as the new param minus the old, for ``apply_updates`` to add back exactly)."""
+    new = _orthogonalized(
+        momentum_buffer,
+        update,
+        momentum=momentum,
+        one_minus_momentum=one_minus_momentum,
+        nesterov=nesterov,
+        a=a,
+        b=b,
+        c=c,
+        ns_steps=ns_steps,
+        eps=eps,
+    )
+    ratio = lr_ratio(adjust_lr_fn, update.shape)
+    if not _numerics.storing_half():
+        return _MuonStepLeaf(new.momentum_buffer, new.update.astype(update.dtype) * ratio, param)
+    rounded = _numerics.rounded
+    stepped = param if shrink is None else rounded(param * shrink)
+    # add_ rounds its alpha to the common dtype of param and update: bfloat16 for a bfloat16
+    # param, float32 for a float16 one (float16 and bfloat16 promote to float32).
+    alpha = -learning_rate * ratio
+    if _numerics.storage_dtype() == jnp.dtype(jnp.bfloat16):
+        alpha = _numerics.rounded_scalar(alpha)
+    stepped = rounded(stepped + alpha * new.update.astype(jnp.float32))
+    # An infinite param that torch leaves as it is moves by 0 (inf - inf would be NaN).
+    step = jnp.where(stepped == param, 0.0, stepped - param)
+    return _MuonStepLeaf(new.momentum_buffer, step, param)
 
 
 def lr_ratio(adjust_lr_fn: str | None, shape: tuple[int, ...]) -> float:
@@ -152,6 +238,30 @@ def scale_by_muon(
         >>> tx.update(jnp.array([[3.0, 4.0]]), tx.init(jnp.zeros((1, 2))))[0]  # G / ||G||
         Array([[0.6015625 , 0.80078125]], dtype=float32)
     """
+    init, step = _muon_parts(momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn)
+
+    def update(
+        updates: Updates, state: ScaleByMuonState, params: Params | None = None, **extra_args: Any
+    ) -> tuple[Updates, ScaleByMuonState]:
+        del params, extra_args
+        return step(updates, state)
+
+    return GradientTransformation(init, update)
+
+
+def _muon_parts(
+    momentum: Scalar,
+    nesterov: bool,
+    ns_coefficients: tuple[float, float, float],
+    eps: Scalar,
+    ns_steps: int,
+    adjust_lr_fn: str | None,
+) -> tuple[Callable[..., ScaleByMuonState], Callable[..., tuple[Updates, ScaleByMuonState]]]:
+    """:func:`scale_by_muon`'s ``init`` and a step ``(updates, state, params=None,
+    learning_rate=None, shrink=None)``: given params and the step's learning rate, the updates
+    of float16 and bfloat16 leaves are the whole step (:func:`_muon_step`), for
+    :func:`muon`'s ``add_decayed_weights_unless_half`` and
+    ``scale_by_learning_rate_unless_half`` to leave alone."""
     _validation.hyperparameters(momentum=momentum, eps=eps, ns_steps=ns_steps)
     nesterov = _validation.boolean("nesterov", nesterov)
     a, b, c = _coefficients(ns_coefficients)
@@ -168,15 +278,33 @@ def scale_by_muon(
         )
         return ScaleByMuonState(momentum_buffer=_tree.zeros_like(params))
 
-    def update(
-        updates: Updates, state: ScaleByMuonState, params: Params | None = None, **extra_args: Any
+    def step(
+        updates: Updates,
+        state: ScaleByMuonState,
+        params: Params | None = None,
+        learning_rate: Any = None,
+        shrink: Any = None,
     ) -> tuple[Updates, ScaleByMuonState]:
-        del params, extra_args
         _check_matrices(updates, "scale_by_muon")
         updates = _tree.check_updates(
             state.momentum_buffer, updates, "scale_by_muon", "momentum buffer"
         )
         one_minus_momentum = 1.0 - momentum
+        if learning_rate is not None and params is not None:
+            _tree.check_match(params, updates, "muon", "params", "updates")
+            new = _muon_step(
+                state.momentum_buffer,
+                updates,
+                params,
+                momentum=momentum if nesterov else None,
+                one_minus_momentum=one_minus_momentum,
+                nesterov=nesterov,
+                adjust_lr_fn=adjust_lr_fn,
+                learning_rate=learning_rate,
+                shrink=shrink,
+                **scalars,
+            )
+            return new.update, ScaleByMuonState(momentum_buffer=new.momentum_buffer)
         if nesterov:
             new = _nesterov_muon(
                 state.momentum_buffer,
@@ -195,7 +323,7 @@ def scale_by_muon(
         scaled = jax.tree.map(lambda u: u * ratio(u.shape), new.update)
         return scaled, ScaleByMuonState(momentum_buffer=new.momentum_buffer)
 
-    return GradientTransformation(init, update)
+    return init, step
 
 
 def muon(
@@ -233,7 +361,9 @@ def muon(
         labels = lambda params: jax.tree.map(lambda p: "muon" if p.ndim == 2 else "adamw", params)
         tx = optkit.partition({"muon": optkit.muon(0.02), "adamw": optkit.adamw(3e-4)}, labels)
 
-    The chain is ``scale_by_muon`` -> ``add_decayed_weights`` -> ``scale_by_learning_rate``.
+    The chain is ``scale_by_muon`` -> ``add_decayed_weights`` -> ``scale_by_learning_rate``;
+    on float16 and bfloat16 params the first takes the whole step, rounded as torch's
+    ``param.mul_`` and ``param.add_`` round it.
 
     Args:
         learning_rate: :math:`\gamma`, a number or a schedule (torch's ``lr``; default ``1e-3``).
@@ -264,18 +394,29 @@ def muon(
         LLM Training <https://arxiv.org/abs/2502.16982>`_, 2025 (``"match_rms_adamw"``).
     """
     _validation.hyperparameters(learning_rate=learning_rate, weight_decay=weight_decay)
-    transform = chain_present(
-        scale_by_muon(
-            momentum=momentum,
-            nesterov=nesterov,
-            ns_coefficients=ns_coefficients,
-            eps=eps,
-            ns_steps=ns_steps,
-            adjust_lr_fn=adjust_lr_fn,
-        ),
-        maybe_decayed_weights(weight_decay, None),
-        scale_by_learning_rate(learning_rate),
+    init_muon, step = _muon_parts(momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn)
+    decays = not _validation.is_static_zero(weight_decay)
+    tail = chain_present(
+        add_decayed_weights_unless_half(weight_decay) if decays else None,
+        scale_by_learning_rate_unless_half(learning_rate),
     )
+
+    def init(params: Params) -> tuple[Any, ...]:
+        return (init_muon(params), *tail.init(params))
+
+    def update(
+        updates: Updates, state: tuple[Any, ...], params: Params | None = None, **extra_args: Any
+    ) -> tuple[Updates, tuple[Any, ...]]:
+        # The state is the chain's: scale_by_muon's, then the tail's (the learning rate's last).
+        lr = learning_rate
+        if callable(learning_rate):
+            lr = _numerics.value_at(learning_rate, state[-1].count, "muon: learning_rate")
+        shrink = 1.0 - lr * weight_decay if decays else None
+        updates, muon_state = step(updates, state[0], params, learning_rate=lr, shrink=shrink)
+        updates, tail_state = tail.update(updates, tuple(state[1:]), params, **extra_args)
+        return updates, (muon_state, *tail_state)
+
+    transform = GradientTransformation(init, update)
     return described(
         transform,
         "Muon",

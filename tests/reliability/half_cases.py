@@ -79,17 +79,6 @@ ALLOWED_ULPS: dict[str, float] = {
     "rmsprop-centered_momentum_wd-bfloat16": 60.5,
 }
 
-# Muon: weight decay and the learning rate scale the rounded update, which apply_updates then
-# adds, where torch rounds param.mul_(1 - lr * wd) and then adds the bfloat16 update in float32.
-ALLOWED_ULPS.update({
-    "muon-no_nesterov-float16": 2.0,
-    "muon-weight_decay-bfloat16": 1.5,
-    "muon-match_rms_adamw-float16": 2.0,
-    "muon-match_rms_adamw-bfloat16": 2.0,
-    "muon-combined-float16": 3.0,
-    "muon-combined-bfloat16": 1.25,
-})  # fmt: skip
-
 # State buffers where torch's result is a torch bug optkit does not reproduce, with the
 # buffer's name: torch's bfloat16 Muon without Nesterov normalizes its momentum buffer in place
 # (``.bfloat16()`` of a bfloat16 buffer is the buffer itself, and the iteration's first

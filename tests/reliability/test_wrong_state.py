@@ -19,7 +19,7 @@ import pytest
 import optkit
 from tests.reliability.table import Refused, check_refused, params_of
 from tests.support.optimizer_info import OptimizerInfo
-from tests.support.registry import REGISTRY
+from tests.support.registry import BY_NAME, REGISTRY
 
 # Matrices only, so every optimizer takes them as they are (Muon's row wraps it in a partition
 # for other leaves; the optimizer itself is what is checked here).
@@ -82,6 +82,10 @@ def registry_row(info: OptimizerInfo) -> Refused:
 @pytest.mark.parametrize("row", params_of([registry_row(info) for info in REGISTRY]))
 def test_every_optimizer_refuses_another_optimizers_state(row: Refused) -> None:
     check_refused(row)
+
+
+def labelled(tx: optkit.GradientTransformation) -> optkit.GradientTransformation:
+    return optkit.partition({"w": tx, "b": optkit.scale(0.0)}, {"w": "w", "b": "b"})
 
 
 def update_with(tx: optkit.GradientTransformation, state: Any, *, jit: bool = False) -> Any:
@@ -156,6 +160,54 @@ ROWS = [
         ),
         ValueError,
         (NOT_OURS, "param_groups update", "expected ParamGroupsState", "got (TraceState, "),
+    ),
+    Refused(
+        "masked-given-adam-state",
+        update_with(
+            optkit.masked(optkit.trace(0.9), {"w": True, "b": False}), optkit.adam(0.1).init(PARAMS)
+        ),
+        ValueError,
+        (NOT_OURS, "masked update", "expected MaskedState", "got (ScaleByAdamState, "),
+    ),
+    Refused(
+        "masked-given-a-masked-state-of-another-inner",
+        update_with(
+            optkit.masked(optkit.trace(0.9), {"w": True, "b": False}),
+            optkit.masked(optkit.scale_by_adam(), {"w": True, "b": False}).init(PARAMS),
+            jit=True,
+        ),
+        ValueError,
+        (NOT_OURS, "masked update", "'inner_state'", "TraceState", "ScaleByAdamState"),
+    ),
+    Refused(
+        "partition-given-sgd-state",
+        update_with(labelled(optkit.adam(0.1)), optkit.sgd(0.1, momentum=0.9).init(PARAMS)),
+        ValueError,
+        (NOT_OURS, "partition update", "expected PartitionState", "got (TraceState, "),
+    ),
+    Refused(
+        "partition-given-a-partition-state-of-another-optimizer",
+        update_with(
+            labelled(optkit.adam(0.1)), labelled(optkit.sgd(0.1, momentum=0.9)).init(PARAMS)
+        ),
+        ValueError,
+        (
+            NOT_OURS,
+            "partition update",
+            "'inner_states/w/inner_state",
+            "ScaleByAdamState",
+            "TraceState",
+        ),
+    ),
+    Refused(
+        # The registry's Muon row: Muon on the matrices, AdamW on the rest, through partition.
+        "muon-registry-partition-given-adam-state",
+        update_with(
+            BY_NAME["muon"].build(BY_NAME["muon"].factory, BY_NAME["muon"].typical),
+            optkit.adam(0.1).init(PARAMS),
+        ),
+        ValueError,
+        (NOT_OURS, "partition update", "expected PartitionState", "got (ScaleByAdamState, "),
     ),
 ]
 
