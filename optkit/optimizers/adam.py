@@ -473,7 +473,9 @@ def adamw(
     ``weight_decay`` is torch's ``1e-2`` (optax's adamw defaults to ``1e-4``).
 
     The chain is ``negate`` (maximize) -> ``scale_by_adam`` -> ``add_decayed_weights`` ->
-    ``scale_by_learning_rate``.
+    ``scale_by_learning_rate``. On float16 and bfloat16 params (without ``mu_dtype``) the
+    first of those takes a leaf's whole step, rounding where torch's ``param.mul_(1 - lr * wd)``
+    and ``param.addcdiv_`` round, and the other two pass the leaf through; same state.
 
     Args:
         learning_rate: :math:`\gamma`, a number or a schedule (torch's ``lr``; default ``1e-3``).

@@ -59,7 +59,7 @@ VARIANTS.update({
 })  # fmt: skip
 
 # Cases measured beyond 1 ulp, with the bound they must stay within, and why. (Adagrad,
-# RMSprop without momentum, Adam, AdamW, NAdam, Adamax, SparseAdam and Adafactor take the whole
+# RMSprop without momentum, AdamW, NAdam, Adamax, SparseAdam and Adafactor take the whole
 # step of a 16-bit leaf in one kernel, and are within 1 ulp.)
 # RMSprop's momentum buffer adds the rounded ``g / avg`` to ``momentum * buf``
 # (``buf.mul_(momentum).addcdiv_(g, avg)`` rounds once), which costs many ulps where they cancel.
