@@ -245,13 +245,14 @@ def inject_hyperparams(
         >>> print(f"{optkit.get_hyperparams(state)['b1']:.3f}")
         0.850
 
-        Positional arguments, and the defaults held too, found by optax's tree tools:
+        Positional arguments, and the defaults held too, found by optax's tree tools (adam's
+        ``weight_decay=0.0`` default removes its decay step, so it is held only when given):
 
         >>> import optax
         >>> state = optkit.inject_hyperparams(optkit.adam)(0.1).init(params)
         >>> state = optax.tree_utils.tree_set(state, b2=0.99)
         >>> sorted(optkit.get_hyperparams(state))
-        ['b1', 'b2', 'eps', 'learning_rate', 'weight_decay']
+        ['b1', 'b2', 'eps', 'learning_rate']
 
     Raises:
         ValueError: if ``static_args`` names a parameter ``factory`` does not take; when the

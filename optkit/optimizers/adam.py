@@ -11,8 +11,15 @@ from optkit import _numerics, _tree, _validation
 from optkit._base import GradientTransformation, Params, Scalar, ScalarOrSchedule, Updates
 from optkit._kernel import leaf_kernel
 from optkit.optimizers._compose import chain_present, described, maybe_l2_decay, maybe_negate
-from optkit.transforms.scaling import scale_by_learning_rate
-from optkit.transforms.weight_decay import Mask, maybe_decayed_weights
+from optkit.transforms.scaling import (
+    scale_by_learning_rate,
+    scale_by_learning_rate_unless_half,
+)
+from optkit.transforms.weight_decay import (
+    Mask,
+    add_decayed_weights_unless_half,
+    maybe_decayed_weights,
+)
 
 
 class ScaleByAdamState(NamedTuple):
@@ -130,6 +137,163 @@ def _amsgrad_eps_root(
         jnp.sqrt(nu_max / (sqrt_bias_correction2 * sqrt_bias_correction2) + eps_root) + eps
     )
     return AmsgradLeaf(mu, nu, nu_max, (mu / bias_correction1) / denominator)
+
+
+class _AdamStepLeaf(NamedTuple):
+    mu: jax.Array
+    nu: jax.Array
+    update: jax.Array
+    param: jax.Array
+
+
+class _AmsgradStepLeaf(NamedTuple):
+    mu: jax.Array
+    nu: jax.Array
+    nu_max: jax.Array
+    update: jax.Array
+    param: jax.Array
+
+
+def _half_step(mu, denominator, param, decayed, *, step_size, shrink):
+    """A float16/bfloat16 leaf's whole AdamW step, rounded where torch's ops round the param:
+    ``param.mul_(1 - lr * wd)`` (on decayed leaves), then ``param.addcdiv_(mu, denominator,
+    value=step_size)`` (``-lr / bias_correction1``) in one rounding. Returns the new param minus
+    the old."""
+    rounded = _numerics.rounded
+    new = param
+    if shrink is not None:
+        new = jnp.where(decayed, rounded(param * shrink), param)
+    new = rounded(new + (step_size * mu) / denominator)
+    # An infinite param that torch leaves as it is moves by 0 (inf - inf would be NaN).
+    return jnp.where(new == param, 0.0, new - param)
+
+
+@leaf_kernel
+def _adamw_step(
+    mu,
+    nu,
+    update,
+    param,
+    decayed,
+    *,
+    one_minus_b1,
+    b2,
+    one_minus_b2,
+    eps,
+    bias_correction1,
+    sqrt_bias_correction2,
+    step_size,
+    shrink,
+) -> _AdamStepLeaf:
+    """:func:`_adam`, except on float16/bfloat16 leaves, whose update is the whole step
+    (:func:`_half_step`)."""
+    mu, nu = moments(mu, nu, update, one_minus_b1=one_minus_b1, b2=b2, one_minus_b2=one_minus_b2)
+    step = denominator(nu, eps=eps, sqrt_bias_correction2=sqrt_bias_correction2)
+    if not _numerics.storing_half():
+        return _AdamStepLeaf(mu, nu, (mu / bias_correction1) / step, param)
+    update = _half_step(
+        mu,
+        step,
+        param,
+        decayed,
+        step_size=step_size,
+        shrink=shrink,
+    )
+    return _AdamStepLeaf(mu, nu, update, param)
+
+
+@leaf_kernel
+def _amsgradw_step(
+    mu,
+    nu,
+    nu_max,
+    update,
+    param,
+    decayed,
+    *,
+    one_minus_b1,
+    b2,
+    one_minus_b2,
+    eps,
+    bias_correction1,
+    sqrt_bias_correction2,
+    step_size,
+    shrink,
+) -> _AmsgradStepLeaf:
+    """:func:`_amsgrad`, except on float16/bfloat16 leaves (:func:`_adamw_step`)."""
+    mu, nu = moments(mu, nu, update, one_minus_b1=one_minus_b1, b2=b2, one_minus_b2=one_minus_b2)
+    nu_max = jnp.maximum(nu_max, nu)
+    step = denominator(nu_max, eps=eps, sqrt_bias_correction2=sqrt_bias_correction2)
+    if not _numerics.storing_half():
+        return _AmsgradStepLeaf(mu, nu, nu_max, (mu / bias_correction1) / step, param)
+    update = _half_step(
+        mu,
+        step,
+        param,
+        decayed,
+        step_size=step_size,
+        shrink=shrink,
+    )
+    return _AmsgradStepLeaf(mu, nu, nu_max, update, param)
+
+
+def _scale_by_adamw(
+    b1: Scalar,
+    b2: Scalar,
+    eps: Scalar,
+    amsgrad: bool,
+    learning_rate: ScalarOrSchedule,
+    weight_decay: Scalar | None,
+    mask: Mask | None,
+) -> GradientTransformation:
+    """:func:`scale_by_adam` (``eps_root = 0``, moments in the params' dtype) for :func:`adamw`:
+    given params, the updates of float16 and bfloat16 leaves are the whole step, the learning
+    rate and (given ``weight_decay``, on the leaves ``mask`` selects) the decoupled decay
+    included, rounded where torch's ops round (:func:`_half_step`);
+    ``add_decayed_weights_unless_half`` and ``scale_by_learning_rate_unless_half`` follow it.
+    Same state as :func:`scale_by_adam`."""
+    plain = scale_by_adam(b1=b1, b2=b2, eps=eps, amsgrad=amsgrad)
+    kernel = _amsgradw_step if amsgrad else _adamw_step
+
+    def update(
+        updates: Updates, state: ScaleByAdamState, params: Params | None = None, **extra_args: Any
+    ) -> tuple[Updates, ScaleByAdamState]:
+        del extra_args
+        updates = _tree.check_updates(state.nu, updates, "scale_by_adam")
+        if params is None or weight_decay is None or mask is None:
+            decayed = jax.tree.map(lambda _: jnp.asarray(True), state.nu)
+        else:
+            decayed = jax.tree.map(jnp.asarray, _tree.resolve_mask(mask, params, "adamw"))
+        if params is None:
+            # Without params (and so without decay: add_decayed_weights needs them) a 16-bit
+            # leaf's update is its rounded step, -lr included, as if from a zero param.
+            params, weight_decay_now = _tree.zeros_like(state.nu), None
+        else:
+            _tree.check_match(params, updates, "adamw", "params", "updates")
+            weight_decay_now = weight_decay
+        lr = _numerics.value_at(learning_rate, state.count, "adamw: learning_rate")
+        count = _numerics.increment(state.count)
+        bias_correction1 = _numerics.bias_correction(b1, count)
+        buffers = (state.mu, state.nu, state.nu_max) if amsgrad else (state.mu, state.nu)
+        new = kernel(
+            *buffers,
+            updates,
+            params,
+            decayed,
+            one_minus_b1=1.0 - b1,
+            b2=b2,
+            one_minus_b2=1.0 - b2,
+            eps=eps,
+            bias_correction1=bias_correction1,
+            sqrt_bias_correction2=jnp.sqrt(_numerics.bias_correction(b2, count)),
+            # torch's -lr / bias_correction1 and 1 - lr * wd, in double, then float32.
+            step_size=-lr / bias_correction1,
+            shrink=None if weight_decay_now is None else 1.0 - lr * weight_decay_now,
+        )
+        nu_max = new.nu_max if amsgrad else None
+        return new.update, ScaleByAdamState(count=count, mu=new.mu, nu=new.nu, nu_max=nu_max)
+
+    return GradientTransformation(plain.init, update)
 
 
 def scale_by_adam(
@@ -309,7 +473,9 @@ def adamw(
     ``weight_decay`` is torch's ``1e-2`` (optax's adamw defaults to ``1e-4``).
 
     The chain is ``negate`` (maximize) -> ``scale_by_adam`` -> ``add_decayed_weights`` ->
-    ``scale_by_learning_rate``.
+    ``scale_by_learning_rate``. On float16 and bfloat16 params (without ``mu_dtype``) the
+    first of those takes a leaf's whole step, rounding where torch's ``param.mul_(1 - lr * wd)``
+    and ``param.addcdiv_`` round, and the other two pass the leaf through; same state.
 
     Args:
         learning_rate: :math:`\gamma`, a number or a schedule (torch's ``lr``; default ``1e-3``).
@@ -336,12 +502,25 @@ def adamw(
         <https://arxiv.org/abs/1711.05101>`_, 2019.
     """
     _validation.hyperparameters(learning_rate=learning_rate, weight_decay=weight_decay)
-    transform = chain_present(
-        maybe_negate(maximize),
-        scale_by_adam(b1=b1, b2=b2, eps=eps, amsgrad=amsgrad, mu_dtype=mu_dtype),
-        maybe_decayed_weights(weight_decay, mask),
-        scale_by_learning_rate(learning_rate),
-    )
+    if mu_dtype is not None:
+        transform = chain_present(
+            maybe_negate(maximize),
+            scale_by_adam(b1=b1, b2=b2, eps=eps, amsgrad=amsgrad, mu_dtype=mu_dtype),
+            maybe_decayed_weights(weight_decay, mask),
+            scale_by_learning_rate(learning_rate),
+        )
+    else:
+        # On float16/bfloat16 leaves the whole step is taken in _scale_by_adamw, rounded where
+        # torch's param.mul_ and param.addcdiv_ round; the two after it skip those leaves.
+        decay = not _validation.is_static_zero(weight_decay)
+        transform = chain_present(
+            maybe_negate(maximize),
+            _scale_by_adamw(
+                b1, b2, eps, amsgrad, learning_rate, weight_decay if decay else None, mask
+            ),
+            add_decayed_weights_unless_half(weight_decay, mask=mask) if decay else None,
+            scale_by_learning_rate_unless_half(learning_rate),
+        )
     return described(
         transform,
         "AdamW",
