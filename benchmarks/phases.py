@@ -98,14 +98,16 @@ def _packed_adam_kernel() -> Any:
 
     class PackedAdamLeaf(NamedTuple):
         update: jax.Array
-        moments: jax.Array
+        mu: jax.Array
+        nu: jax.Array
 
-    def _packed_adam(update, moments, *, b1, b2, eps, step_size, root_bc2) -> PackedAdamLeaf:
-        mu, nu = jnp.real(moments), jnp.imag(moments)
+    # The kernel sees the two moments as real arrays (a complex kernel input would be optimized
+    # as a complex parameter, real and imaginary parts alike); `update` below packs them back.
+    def _packed_adam(update, mu, nu, *, b1, b2, eps, step_size, root_bc2) -> PackedAdamLeaf:
         mu = mu + (update - mu) * (1 - b1)
         nu = nu * b2 + (1 - b2) * update * update
         step = -step_size * (mu / (jnp.sqrt(nu) / root_bc2 + eps))
-        return PackedAdamLeaf(step, jax.lax.complex(mu, nu))
+        return PackedAdamLeaf(step, mu, nu)
 
     _packed_adam.__annotations__["return"] = PackedAdamLeaf
     return leaf_kernel(_packed_adam)
@@ -142,14 +144,15 @@ def packed_adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: f
         root_bc2 = jnp.sqrt(_numerics.bias_correction(b2, count))
         new = _packed_adam_kernel()(
             grads,
-            moments,
+            jax.tree.map(jnp.real, moments),
+            jax.tree.map(jnp.imag, moments),
             b1=b1,
             b2=b2,
             eps=eps,
             step_size=step_size,
             root_bc2=root_bc2,
         )
-        return new.update, (count, new.moments)
+        return new.update, (count, jax.tree.map(jax.lax.complex, new.mu, new.nu))
 
     return optkit.GradientTransformation(init, update)
 
