@@ -72,8 +72,10 @@ def _accumulate(accumulator: jax.Array, gradient: jax.Array, *, scale: float) ->
     # multiply and the add into one fused multiply-add, and on CPU float16 intermediates stay in
     # float32, so there a sum may round once where torch rounds twice and differ from torch's in
     # its last bit per term (not for k a power of two, where the product is exact).
+    # The kernel computes 16-bit rows in float32 (optkit._kernel): ``rounded`` is the rounding to
+    # a 16-bit accumulator's dtype (a no-op for a float32 one).
     wide = jnp.promote_types(accumulator.dtype, jnp.float32)
-    term = (gradient.astype(wide) * scale).astype(accumulator.dtype)
+    term = _numerics.rounded((gradient.astype(wide) * scale).astype(accumulator.dtype))
     return accumulator + term
 
 

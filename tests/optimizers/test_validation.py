@@ -213,7 +213,7 @@ class TestTreeMismatch:
         tx = optkit.adam()
         state = tx.init(self.params)
         grads = {"layer": {**self.params["layer"], "scale": jnp.ones(3)}}
-        with pytest.raises(ValueError, match=r"not in optimizer state: 'layer/scale'"):
+        with pytest.raises(ValueError, match=r"not in params: 'layer/scale'"):
             tx.update(grads, state, self.params)
 
     def test_list_indices_are_path_segments(self):
