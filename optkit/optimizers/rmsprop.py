@@ -11,7 +11,7 @@ from optkit import _numerics, _tree, _validation
 from optkit._base import GradientTransformation, Params, Scalar, ScalarOrSchedule, Updates
 from optkit._kernel import leaf_kernel
 from optkit.optimizers._compose import chain_present, described, maybe_l2_decay, maybe_negate
-from optkit.transforms.momentum import trace
+from optkit.transforms.momentum import TraceState, trace
 from optkit.transforms.scaling import (
     scale_by_learning_rate_as_alpha,
     scale_by_learning_rate_unless_half,
@@ -141,6 +141,116 @@ def _scale_by_rms(
     return GradientTransformation(init, update)
 
 
+class RmsMomentumLeaf(NamedTuple):
+    nu: jax.Array
+    trace: jax.Array
+    update: jax.Array
+
+
+class CenteredRmsMomentumLeaf(NamedTuple):
+    nu: jax.Array
+    mu: jax.Array
+    trace: jax.Array
+    update: jax.Array
+
+
+def _momentum_step(trace, step, param, *, momentum, step_size):
+    """torch's ``buf.mul_(momentum).addcdiv_(g, avg)`` given ``step = g / avg`` (not rounded:
+    ``addcdiv_`` rounds once), and the update: ``buf`` on float32/float64 leaves (the learning
+    rate follows), on float16/bfloat16 leaves the whole step ``param.add_(buf, alpha=step_size)``
+    (its alpha rounded to the param's dtype) as the new param minus the old."""
+    rounded = _numerics.rounded
+    trace = rounded(rounded(momentum * trace) + step).astype(trace.dtype)
+    if not _numerics.storing_half():
+        return trace, trace
+    new = _numerics.rounded(param + _numerics.rounded_scalar(step_size) * trace)
+    # An infinite param that torch leaves as it is moves by 0 (inf - inf would be NaN).
+    return trace, jnp.where(new == param, 0.0, new - param)
+
+
+@leaf_kernel
+def _rms_momentum(
+    nu, trace, update, param, *, alpha, one_minus_alpha, eps, momentum, step_size
+) -> RmsMomentumLeaf:
+    nu = _average_of_squares(nu, update, alpha=alpha, one_minus_alpha=one_minus_alpha)
+    step = update / _plus_eps(_numerics.rounded(jnp.sqrt(nu)), eps)
+    trace, update = _momentum_step(trace, step, param, momentum=momentum, step_size=step_size)
+    return RmsMomentumLeaf(nu, trace, update)
+
+
+@leaf_kernel
+def _centered_rms_momentum(
+    nu, mu, trace, update, param, *, alpha, one_minus_alpha, eps, momentum, step_size
+) -> CenteredRmsMomentumLeaf:
+    nu = _average_of_squares(nu, update, alpha=alpha, one_minus_alpha=one_minus_alpha)
+    rounded = _numerics.rounded
+    mu = rounded(_numerics.lerp(mu, update, one_minus_alpha)).astype(mu.dtype)
+    root = rounded(jnp.sqrt(rounded(nu - mu * mu)))
+    step = update / _plus_eps(root, eps)
+    trace, update = _momentum_step(trace, step, param, momentum=momentum, step_size=step_size)
+    return CenteredRmsMomentumLeaf(nu, mu, trace, update)
+
+
+def _rmsprop_with_momentum(
+    head: GradientTransformation,
+    learning_rate: ScalarOrSchedule,
+    alpha: Scalar,
+    eps: Scalar,
+    momentum: float,
+    centered: bool,
+) -> GradientTransformation:
+    """The chain ``head`` -> ``scale_by_rms`` -> ``trace(momentum)`` ->
+    ``scale_by_learning_rate`` (same state, transform by transform), for a Python ``momentum``
+    > 0, taken in one kernel per leaf: on float16/bfloat16 leaves torch's
+    ``buf.mul_(momentum).addcdiv_(g, avg)`` rounds once (``g / avg`` is not rounded) and the
+    update is the whole step, ``param.add_(buf, alpha=-lr)``; float32/float64 leaves get the
+    chain's math."""
+    rms = scale_by_rms(alpha=alpha, eps=eps, centered=centered)
+    momentum_tx = trace(momentum)
+    # Same state as scale_by_learning_rate_as_alpha; 16-bit leaves' updates already hold -lr.
+    tail = scale_by_learning_rate_unless_half(learning_rate)
+
+    def init(params: Params) -> tuple[Any, ...]:
+        return (*head.init(params), rms.init(params), momentum_tx.init(params), tail.init(params))
+
+    def update(
+        updates: Updates, state: tuple[Any, ...], params: Params | None = None, **extra_args: Any
+    ) -> tuple[Updates, tuple[Any, ...]]:
+        *head_state, rms_state, trace_state, tail_state = state
+        updates, head_state = head.update(updates, tuple(head_state), params, **extra_args)
+        updates = _tree.check_updates(rms_state.nu, updates, "scale_by_rms")
+        updates = _tree.check_updates(trace_state.trace, updates, "trace", "momentum buffer")
+        if params is None:
+            # A 16-bit leaf's update is then its rounded step, -lr included, from a zero param.
+            params = _tree.zeros_like(rms_state.nu)
+        else:
+            _tree.check_match(params, updates, "rmsprop", "params", "updates")
+        lr = learning_rate
+        if callable(learning_rate):
+            lr = _numerics.value_at(learning_rate, tail_state.count, "rmsprop: learning_rate")
+        scalars = {
+            "alpha": alpha,
+            "one_minus_alpha": 1.0 - alpha,
+            "eps": eps,
+            "momentum": momentum,
+            "step_size": -lr,
+        }
+        if centered:
+            new = _centered_rms_momentum(
+                rms_state.nu, rms_state.mu, trace_state.trace, updates, params, **scalars
+            )
+            mu = new.mu
+        else:
+            new = _rms_momentum(rms_state.nu, trace_state.trace, updates, params, **scalars)
+            mu = None
+        rms_state = ScaleByRmsState(count=_numerics.increment(rms_state.count), nu=new.nu, mu=mu)
+        trace_state = TraceState(count=_numerics.increment(trace_state.count), trace=new.trace)
+        updates, tail_state = tail.update(new.update, tail_state, params)
+        return updates, (*head_state, rms_state, trace_state, tail_state)
+
+    return GradientTransformation(init, update)
+
+
 def rmsprop(
     learning_rate: ScalarOrSchedule = 1e-2,
     alpha: Scalar = 0.99,
@@ -195,8 +305,45 @@ def rmsprop(
     _validation.hyperparameters(
         learning_rate=learning_rate, weight_decay=weight_decay, momentum=momentum
     )
+    if _validation.is_static_zero(momentum) or _validation.static_number(momentum) is None:
+        transform = _rmsprop_chain(
+            learning_rate, alpha, eps, weight_decay, momentum, centered, maximize
+        )
+    else:
+        transform = _rmsprop_with_momentum(
+            chain_present(maybe_negate(maximize), maybe_l2_decay(weight_decay)),
+            learning_rate,
+            alpha,
+            eps,
+            momentum,
+            centered,
+        )
+    return described(
+        transform,
+        "RMSprop",
+        learning_rate=learning_rate,
+        alpha=alpha,
+        eps=eps,
+        weight_decay=weight_decay,
+        momentum=momentum,
+        centered=centered,
+        maximize=maximize,
+    )
+
+
+def _rmsprop_chain(
+    learning_rate: ScalarOrSchedule,
+    alpha: Scalar,
+    eps: Scalar,
+    weight_decay: Scalar,
+    momentum: Scalar,
+    centered: bool,
+    maximize: bool,
+) -> GradientTransformation:
+    """:func:`rmsprop` as a chain: without momentum, or with a run-time (array) momentum, whose
+    first-step and count rules ``trace`` keeps."""
     without_momentum = _validation.is_static_zero(momentum)
-    transform = chain_present(
+    return chain_present(
         maybe_negate(maximize),
         maybe_l2_decay(weight_decay),
         # torch's last op: param.addcdiv_(g, avg, value=-lr) (taken whole on 16-bit leaves),
@@ -208,15 +355,4 @@ def rmsprop(
         scale_by_learning_rate_unless_half(learning_rate)
         if without_momentum
         else scale_by_learning_rate_as_alpha(learning_rate),
-    )
-    return described(
-        transform,
-        "RMSprop",
-        learning_rate=learning_rate,
-        alpha=alpha,
-        eps=eps,
-        weight_decay=weight_decay,
-        momentum=momentum,
-        centered=centered,
-        maximize=maximize,
     )

@@ -58,17 +58,10 @@ VARIANTS.update({
                   "combined"),
 })  # fmt: skip
 
-# Cases measured beyond 1 ulp, with the bound they must stay within, and why. (Adagrad,
-# RMSprop without momentum, AdamW, NAdam, Adamax, SparseAdam and Adafactor take the whole
-# step of a 16-bit leaf in one kernel, and are within 1 ulp.)
-# RMSprop's momentum buffer adds the rounded ``g / avg`` to ``momentum * buf``
-# (``buf.mul_(momentum).addcdiv_(g, avg)`` rounds once), which costs many ulps where they cancel.
-ALLOWED_ULPS: dict[str, float] = {
-    "rmsprop-momentum-float16": 61.0,
-    "rmsprop-momentum-bfloat16": 31.0,
-    "rmsprop-centered_momentum_wd-float16": 31.0,
-    "rmsprop-centered_momentum_wd-bfloat16": 60.5,
-}
+# Cases measured beyond 1 ulp, with the bound they must stay within, and why: none left.
+# (Adagrad, RMSprop, AdamW, NAdam, Adamax, SparseAdam and Adafactor take the whole step of a
+# 16-bit leaf in one kernel, and are within 1 ulp.)
+ALLOWED_ULPS: dict[str, float] = {}
 
 # State buffers where torch's result is a torch bug optkit does not reproduce, with the
 # buffer's name: torch's bfloat16 Muon without Nesterov normalizes its momentum buffer in place
