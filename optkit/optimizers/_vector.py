@@ -15,13 +15,36 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from optkit import _numerics
 from optkit._base import Updates
 from optkit._kernel import leaf_kernel
 
 
 def _reduce(parts: list[jax.Array], combine: Any, dtype: jnp.dtype) -> jax.Array:
+    if _numerics.is_half(dtype):
+        # torch's dot and sum of a float16/bfloat16 vector accumulate in float32 and round the
+        # result once.
+        parts = [part.astype(jnp.float32) for part in parts]
+        total = functools.reduce(combine, parts) if parts else jnp.zeros([], jnp.float32)
+        return scalar_op(dtype, lambda x: x, total)
     parts = [part.astype(dtype) for part in parts]
     return functools.reduce(combine, parts) if parts else jnp.zeros([], dtype)
+
+
+def scalar_op(dtype: Any, op: Any, *operands: Any) -> jax.Array:
+    """``op(*operands)`` as torch computes an op on 0-dim tensors of ``dtype``: for float16 and
+    bfloat16, in float32 with the result rounded once to ``dtype`` (explicitly: XLA would
+    otherwise keep the float32 value between ops); else in ``dtype``."""
+    if not _numerics.is_half(dtype):
+        return jnp.asarray(op(*operands)).astype(dtype)
+    wide = [jnp.asarray(x).astype(jnp.float32) for x in operands]
+    with _numerics.stored_as(dtype):
+        return _numerics.rounded(op(*wide)).astype(dtype)
+
+
+def _wide(x: jax.Array) -> jax.Array:
+    """A float16/bfloat16 leaf in float32 (products of two are exact there), else itself."""
+    return x.astype(jnp.float32) if _numerics.is_half(x.dtype) else x
 
 
 def dtype_of(tree: Updates) -> jnp.dtype:
@@ -45,13 +68,13 @@ def dot(a: Updates, b: Updates) -> jax.Array:
     pairs: the real part of ``conj(a) b``)."""
     # Elementwise products, then a sum: no reshape, so a sharded leaf is never gathered.
     pairs = zip(_real_leaves(a), _real_leaves(b), strict=True)
-    parts = [jnp.sum(x * y) for x, y in pairs]
+    parts = [jnp.sum(_wide(x) * _wide(y)) for x, y in pairs]
     return _reduce(parts, operator.add, dtype_of(a))
 
 
 def sum_abs(tree: Updates) -> jax.Array:
     """The 1-norm of every element together (torch's ``flat.abs().sum()``)."""
-    parts = [jnp.sum(jnp.abs(x)) for x in _real_leaves(tree)]
+    parts = [jnp.sum(jnp.abs(_wide(x))) for x in _real_leaves(tree)]
     return _reduce(parts, operator.add, dtype_of(tree))
 
 

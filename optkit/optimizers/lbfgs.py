@@ -20,7 +20,15 @@ from optkit._base import (
 from optkit.combinators.masking import MaskedNode
 from optkit.optimizers._compose import described
 from optkit.optimizers._line_search import Evaluation, strong_wolfe
-from optkit.optimizers._vector import difference, dot, dtype_of, max_abs, step_along, sum_abs
+from optkit.optimizers._vector import (
+    difference,
+    dot,
+    dtype_of,
+    max_abs,
+    scalar_op,
+    step_along,
+    sum_abs,
+)
 from optkit.transforms.scaling import scale_tree
 
 ValueFn = Callable[[Params], jax.Array]
@@ -100,16 +108,21 @@ def _remember(state: ScaleByLbfgsState, grad: Updates, settings: _Settings) -> S
     slot = (state.history_start + state.history_length) % size
     kept = lambda new, old: jax.tree.map(lambda n, o: jnp.where(keep, n, o), new, old)
     full = state.history_length == size
+    dtype = state.rho.dtype
     return state._replace(
         grad_diffs=_store(state.grad_diffs, kept(grad_diff, _index(state.grad_diffs, slot)), slot),
         param_diffs=_store(
             state.param_diffs, kept(param_diff, _index(state.param_diffs, slot)), slot
         ),
-        rho=state.rho.at[slot].set(jnp.where(keep, 1.0 / curvature, state.rho[slot])),
+        rho=state.rho.at[slot].set(
+            jnp.where(keep, scalar_op(dtype, lambda c: 1.0 / c, curvature), state.rho[slot])
+        ),
         history_start=jnp.where(keep & full, (state.history_start + 1) % size, state.history_start),
         history_length=jnp.where(keep & ~full, state.history_length + 1, state.history_length),
         hessian_diag=jnp.where(
-            keep, curvature / dot(grad_diff, grad_diff), state.hessian_diag
+            keep,
+            scalar_op(dtype, jnp.divide, curvature, dot(grad_diff, grad_diff)),
+            state.hessian_diag,
         ).astype(state.hessian_diag.dtype),
     )
 
@@ -118,11 +131,14 @@ def _two_loop(state: ScaleByLbfgsState, grad: Updates, settings: _Settings) -> U
     """torch's two-loop recursion: the inverse-Hessian approximation times the negative gradient,
     over the pairs from newest to oldest, then from oldest to newest."""
     size, start, length = settings.history_size, state.history_start, state.history_length
+    dtype = state.rho.dtype
 
     def newest_first(k: jax.Array, carry: tuple[Updates, jax.Array]) -> tuple[Updates, jax.Array]:
         q, alphas = carry
         slot = (start + length - 1 - k) % size
-        alpha = dot(_index(state.param_diffs, slot), q) * state.rho[slot]
+        alpha = scalar_op(
+            dtype, jnp.multiply, dot(_index(state.param_diffs, slot), q), state.rho[slot]
+        )
         q = step_along(q, _index(state.grad_diffs, slot), step_size=-alpha)
         return q, alphas.at[slot].set(alpha)
 
@@ -131,8 +147,11 @@ def _two_loop(state: ScaleByLbfgsState, grad: Updates, settings: _Settings) -> U
 
     def oldest_first(i: jax.Array, r: Updates) -> Updates:
         slot = (start + i) % size
-        beta = dot(_index(state.grad_diffs, slot), r) * state.rho[slot]
-        return step_along(r, _index(state.param_diffs, slot), step_size=alphas[slot] - beta)
+        beta = scalar_op(
+            dtype, jnp.multiply, dot(_index(state.grad_diffs, slot), r), state.rho[slot]
+        )
+        step_size = scalar_op(dtype, jnp.subtract, alphas[slot], beta)
+        return step_along(r, _index(state.param_diffs, slot), step_size=step_size)
 
     r = scale_tree(q, state.hessian_diag)
     return jax.lax.fori_loop(0, length, oldest_first, r)
@@ -201,8 +220,9 @@ def _iterate(
     # The fresh state (no pairs, H_diag = 1) makes the first direction -g, as torch's reset does.
     state = _remember(it.state, it.grad, settings)
     direction = _two_loop(state, it.grad, settings)
-    inverse_l1 = 1.0 / sum_abs(it.grad)
-    first_step = jnp.where(inverse_l1 < 1.0, inverse_l1 * learning_rate, learning_rate)
+    inverse_l1 = scalar_op(dtype, lambda n: 1.0 / n, sum_abs(it.grad))
+    scaled = scalar_op(dtype, jnp.multiply, inverse_l1, learning_rate)
+    first_step = jnp.where(inverse_l1 < 1.0, scaled, learning_rate)
     step_size = jnp.where(n_iter == 1, first_step, learning_rate).astype(dtype)
     state = state._replace(
         n_iter=n_iter,
