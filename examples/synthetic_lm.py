@@ -115,8 +115,9 @@ class Decoder(nn.Module):
     @nn.compact
     def __call__(self, tokens: jax.Array) -> jax.Array:
         embed = nn.Embed(self.vocab, self.width)
+        # float32 whatever JAX's default float (float64 under jax_enable_x64), like flax's layers.
         positions = self.param(
-            "positions", nn.initializers.normal(0.02), (self.seq_len, self.width)
+            "positions", nn.initializers.normal(0.02), (self.seq_len, self.width), jnp.float32
         )
         x = embed(tokens) + positions[: tokens.shape[1]]
         for _ in range(self.layers):

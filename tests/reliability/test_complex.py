@@ -224,7 +224,9 @@ REFUSED = [
     ),
     Refused(
         "sgd-complex-gradient-on-real-param",
-        lambda: optkit.sgd(0.1).update({"w": jnp.asarray(G0)}, None, {"w": jnp.ones(1)}),
+        lambda: optkit.sgd(0.1).update(
+            {"w": jnp.asarray(G0)}, optkit.sgd(0.1).init({"w": jnp.ones(1)}), {"w": jnp.ones(1)}
+        ),
         ValueError,
         ("'w'", "complex64", "imaginary"),
     ),
