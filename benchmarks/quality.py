@@ -1,6 +1,6 @@
 """Training quality with 8-bit and 4-bit AdamW state against float32, on two small models.
 
-    python -m benchmarks.quality --out benchmarks/results/quality      # ~8 minutes on 2 busy cores
+    python -m benchmarks.quality --out benchmarks/results/quality      # ~15 minutes on 2 busy cores
     python -m benchmarks.quality --out benchmarks/results/quality \\
         --figure docs/images/quantized_state_quality.png                # also the docs figure
     python -m benchmarks.quality --quick --out /tmp/optkit-quality     # a few steps, for tests
@@ -14,7 +14,10 @@ leave both embeddings in float32), 4096 for the MLP (its two hidden kernels, 94%
 parameters; its 128 x 10 output kernel stays float32, because quantized at 8 bits it makes the
 run diverge at the example's learning rate, see ``examples/train_digits.py``). Biases and layer
 norms stay float32. A float32 run with the next seed (another init and batch order, the same
-data) gives the seed-to-seed spread that the 1% target is read against.
+data) gives the seed-to-seed spread that the 1% target is read against, and three float32 runs
+with 0.1% random noise on every update element (smaller than 8-bit rounding) show how far the
+final loss moves under a perturbation of known size. The digits MLP also runs float32 and 8-bit
+at four more seeds (paired: same init and batches within a pair).
 
 Writes ``results.json`` (every run's metrics and loss curve), ``results.md`` and
 ``results.png`` under ``--out``, and the PNG also to ``--figure`` when given: the docs figure
@@ -62,25 +65,72 @@ def _lm_params(example: ModuleType) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """One model: its example script, the final loss compared, and quantize_state's min_size."""
+    """One model: its example script, the final loss compared, and quantize_state's min_size;
+    ``seeds`` float32/8-bit pairs are run (seed, seed + 1, ...)."""
 
     example: str
     metric: str
     min_size: int
     quick_args: tuple[str, ...]
     init_params: Callable[[ModuleType], Any]
+    seeds: int = 1
 
 
 TASKS = {
-    "digits MLP": Task("train_digits", "final_train_loss", 4096, ("--epochs", "1"), _digits_params),
+    "digits MLP": Task(
+        "train_digits", "final_train_loss", 4096, ("--epochs", "1"), _digits_params, seeds=5
+    ),
     "synthetic-text LM": Task(
         "synthetic_lm", "final_eval_loss", 1024, ("--steps", "3"), _lm_params
     ),
 }
+UPDATE_NOISE = 1e-3
+"""The noise-floor runs: float32 AdamW whose every update element is multiplied by
+``1 + UPDATE_NOISE * N(0, 1)``, a perturbation smaller than 8-bit state's rounding (which
+moves a moment by up to a few percent of its value)."""
+NOISE_RUNS = 3
 LOSS_LABELS = {
     "final_train_loss": "cross-entropy over the whole training set after the last epoch",
     "final_eval_loss": "next-token cross-entropy on 256 held-out sequences after the last step",
 }
+
+
+def scale_by_noise(relative: float, seed: int) -> Any:
+    """Multiply each update element by ``1 + relative * N(0, 1)`` (a key in the state)."""
+    import optkit
+
+    def init(params: Any) -> jax.Array:
+        return jax.random.key(seed)
+
+    def update(updates: Any, key: jax.Array, params: Any = None, **extra: Any) -> Any:
+        key, step_key = jax.random.split(key)
+        leaves, treedef = jax.tree.flatten(updates)
+        keys = jax.random.split(step_key, len(leaves))
+        noisy = [
+            leaf * (1 + relative * jax.random.normal(k, leaf.shape, leaf.dtype))
+            for leaf, k in zip(leaves, keys, strict=True)
+        ]
+        return treedef.unflatten(noisy), key
+
+    return optkit.GradientTransformation(init, update)
+
+
+def run_with_update_noise(
+    example: ModuleType, argv: list[str], relative: float, seed: int
+) -> dict[str, Any]:
+    """``example.main(argv)`` with :func:`scale_by_noise` chained after its optimizer."""
+    import optkit
+
+    make = example.make_optimizer
+
+    def noisy(*args: Any, **kwargs: Any) -> Any:
+        return optkit.chain(make(*args, **kwargs), scale_by_noise(relative, seed))
+
+    example.make_optimizer = noisy
+    try:
+        return example.main(argv)
+    finally:
+        example.make_optimizer = make
 
 
 def load_example(name: str) -> ModuleType:
@@ -167,6 +217,31 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"| {task} | {LOSS_LABELS[entry['metric']]} | {_loss(c, '32')} | {_loss(c, '8')} | "
             f"{_loss(c, '4')} | {_difference(c, '8')} | {_difference(c, '4')} | {spread_cell} | "
             f"{_also(entry)} |"
+        )
+    lines += [
+        "",
+        "How far the final loss moves without quantization: float32 with the next seed, and "
+        f"float32 with every update element multiplied by `1 + {UPDATE_NOISE:g} * N(0, 1)` "
+        f"({NOISE_RUNS} noise seeds; a perturbation smaller than 8-bit rounding). Where more "
+        "seeds ran, the 8-bit run against float32 at each seed.",
+        "",
+        "| task | float32, next seed | float32 + update noise | 8-bit vs float32, per seed "
+        "| mean 8-bit vs mean float32 | float32 seed-to-seed std |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for task, entry in results["tasks"].items():
+        if "float32_update_noise" not in entry:
+            continue
+        noise = entry["float32_update_noise"]["relative_differences"]
+        seeds = entry.get("seeds")
+        per_seed = mean = std = "–"
+        if seeds is not None:
+            per_seed = ", ".join(f"{d:+.1%}" for d in seeds["relative_differences"])
+            mean = f"{seeds['mean_relative_difference']:+.1%}"
+            std = f"{seeds['float32_relative_std']:.1%}"
+        lines.append(
+            f"| {task} | {entry['float32_next_seed']['relative_difference']:+.2%} | "
+            f"{', '.join(f'{d:+.2%}' for d in noise)} | {per_seed} | {mean} | {std} |"
         )
     lines += [
         "",
@@ -259,14 +334,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "comparison": compare(runs, task.metric),
         }
         if not args.quick:
-            seed = str(args.seed + 1)
-            spread = example.main(["--seed", seed, "--state-bits", "32", *common])
-            reference = runs["32"][task.metric]
-            results["tasks"][name]["float32_next_seed"] = {
-                "seed": int(seed),
-                "final_loss": spread[task.metric],
-                "relative_difference": (spread[task.metric] - reference) / reference,
-            }
+            results["tasks"][name].update(sensitivity(example, task, args.seed, runs, common))
     results["machine"]["wall_seconds"] = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
@@ -277,6 +345,60 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         shutil.copyfile(args.out / "results.png", args.figure)
     print(render_markdown(results))
     return results
+
+
+def sensitivity(
+    example: ModuleType,
+    task: Task,
+    seed: int,
+    runs: dict[str, dict[str, Any]],
+    common: list[str],
+) -> dict[str, Any]:
+    """How much the final loss moves without quantization: float32 with the next seed, and
+    float32 with :data:`UPDATE_NOISE` on every update (:data:`NOISE_RUNS` noise seeds); and,
+    for a task with ``seeds > 1``, the 8-bit against float32 difference at every seed."""
+    metric = task.metric
+    reference = runs["32"][metric]
+
+    def relative(value: float, to: float = reference) -> float:
+        return (value - to) / to
+
+    pairs = [(seed, reference, runs["8"][metric])]
+    for other in range(seed + 1, seed + max(task.seeds, 2)):
+        base = ["--seed", str(other), *common]
+        print(f"{task.example}: seed {other}, float32 and 8-bit", file=sys.stderr, flush=True)
+        float32 = example.main([*base, "--state-bits", "32"])[metric]
+        eight = example.main([*base, "--state-bits", "8"])[metric] if task.seeds > 1 else None
+        pairs.append((other, float32, eight))
+    noise = []
+    for noise_seed in range(NOISE_RUNS):
+        print(f"{task.example}: float32, update noise {noise_seed}", file=sys.stderr, flush=True)
+        argv = ["--seed", str(seed), "--state-bits", "32", *common]
+        noise.append(run_with_update_noise(example, argv, UPDATE_NOISE, noise_seed)[metric])
+    out: dict[str, Any] = {
+        "float32_next_seed": {
+            "seed": pairs[1][0],
+            "final_loss": pairs[1][1],
+            "relative_difference": relative(pairs[1][1]),
+        },
+        "float32_update_noise": {
+            "relative_noise": UPDATE_NOISE,
+            "final_losses": noise,
+            "relative_differences": [relative(value) for value in noise],
+        },
+    }
+    if task.seeds > 1:
+        float32s = [f for _, f, _ in pairs]
+        eights = [e for _, _, e in pairs]
+        out["seeds"] = {
+            "seeds": [s for s, _, _ in pairs],
+            "float32": float32s,
+            "8": eights,
+            "relative_differences": [relative(e, f) for f, e in zip(float32s, eights, strict=True)],
+            "mean_relative_difference": relative(float(np.mean(eights)), float(np.mean(float32s))),
+            "float32_relative_std": float(np.std(float32s, ddof=1) / np.mean(float32s)),
+        }
+    return out
 
 
 def quantized_leaf_summary(params: Any, min_size: int) -> str:

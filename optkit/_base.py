@@ -105,15 +105,36 @@ class DescribedTransformation(GradientTransformation):
         init: TransformInitFn,
         update: TransformUpdateFn,
         description: Description | None = None,
+        *,
+        elementwise: bool = False,
     ) -> DescribedTransformation:
         transform = super().__new__(cls, init, update)
         transform.__dict__["_description"] = description
+        transform.__dict__["_elementwise"] = bool(elementwise)
         return transform
 
     @property
     def description(self) -> Description | None:
         """What this transformation stands for, or ``None``."""
         return self.__dict__.get("_description")
+
+    @property
+    def elementwise(self) -> bool:
+        """Whether each leaf's update depends only on that leaf's gradient, param and state
+        buffers (all of the param's shape) and on the state's scalars, element by element.
+
+        Such an optimizer gives the same values when it runs on any pieces of the leaves, one
+        piece at a time: :func:`optkit.quantize_state` relies on this to update its quantized
+        buffers chunk by chunk. optkit's torch-named optimizers say so where it holds (not
+        :func:`optkit.adafactor`, :func:`optkit.muon` or :func:`optkit.lbfgs`, nor an AdamW
+        whose ``mask`` is a tree); other transforms, chains included, say ``False``.
+        """
+        return self.__dict__.get("_elementwise", False)
+
+
+def is_elementwise(transform: Any) -> bool:
+    """``transform.elementwise`` for a :class:`DescribedTransformation`, else ``False``."""
+    return isinstance(transform, DescribedTransformation) and transform.elementwise
 
 
 def description_of(transform: Any) -> Description | None:

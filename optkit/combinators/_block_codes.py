@@ -141,9 +141,9 @@ def quantize(
     num_blocks = blocks.shape[0]
     chunk = _chunk_blocks(num_blocks, block_size)
     if chunk == num_blocks:
-        return _quantize_blocks(blocks, bits, signed)
+        return quantize_blocks(blocks, bits, signed)
     codes, scale = jax.lax.map(
-        lambda part: _quantize_blocks(part, bits, signed),
+        lambda part: quantize_blocks(part, bits, signed),
         blocks.reshape(num_blocks // chunk, chunk, block_size),
     )
     return codes.reshape(num_blocks, -1), scale.reshape(num_blocks)
@@ -162,7 +162,7 @@ def _chunk_blocks(num_blocks: int, block_size: int) -> int:
     return num_blocks if chunk == 1 else chunk
 
 
-def _quantize_blocks(blocks: jax.Array, bits: int, signed: bool) -> tuple[jax.Array, jax.Array]:
+def quantize_blocks(blocks: jax.Array, bits: int, signed: bool) -> tuple[jax.Array, jax.Array]:
     """``(codes, scale)`` of a float32 array of blocks (one per row)."""
     scale = jnp.max(jnp.abs(blocks), axis=1)
     scaled = blocks / jnp.where(scale > 0, scale, 1.0)[:, None]

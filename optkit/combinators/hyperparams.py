@@ -29,6 +29,7 @@ from optkit._base import (
     Params,
     Updates,
     description_of,
+    is_elementwise,
 )
 from optkit.combinators.param_groups import ParamGroupsState
 
@@ -354,7 +355,10 @@ def inject_hyperparams(
 
         where = f"inject_hyperparams({getattr(factory, '__name__', 'factory')}) update"
         return DescribedTransformation(
-            init, _state.checking_state(init, update, where), description
+            init,
+            _state.checking_state(init, update, where),
+            description,
+            elementwise=is_elementwise(built),
         )
 
     return build

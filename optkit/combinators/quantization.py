@@ -23,9 +23,10 @@ from optkit._base import (
     Params,
     Updates,
     check_transform,
+    is_elementwise,
     takes_extra_args,
 )
-from optkit.combinators import _block_codes
+from optkit.combinators import _block_codes, _chunked
 
 DEFAULT_BLOCK_SIZE = {8: 256, 4: 128}
 """torchao's block sizes: 256 for ``AdamW8bit``, 128 for ``AdamW4bit``."""
@@ -96,6 +97,16 @@ def quantize_state(
     block 128): the same maps (to 2 float32 ulps), blocks, rounding and minimum size. One
     difference: an all-zero block keeps the scale 0 and dequantizes to exactly zero (torchao
     floors scales at ``1e-12``, so its 4-bit zero-free map gives ``6.25e-14``).
+
+    For an elementwise optimizer (:attr:`~optkit.DescribedTransformation.elementwise`: optkit's
+    torch-named optimizers except Adafactor, Muon, L-BFGS and a masked AdamW, and
+    :func:`optkit.inject_hyperparams` of them) the quantized leaves are updated chunk by chunk:
+    a loop over pieces of about a million elements (whole blocks) dequantizes a piece, runs the
+    optimizer on it and quantizes it back into the state's code arrays in place, and writes the
+    update over the gradient. The float32 copies of the buffers then never exist beyond one
+    piece, and the step's scratch memory is about the gradient's size. Other optimizers (chains,
+    :func:`optkit.param_groups`, optax's) dequantize every buffer, update whole trees and
+    quantize again; the two give the same values up to float32 rounding.
 
     The state is a pytree of arrays: it jits, checkpoints (orbax), and sits inside or around
     :func:`optkit.param_groups` and :func:`optkit.inject_hyperparams` (hyperparameters are
@@ -200,18 +211,24 @@ def quantize_state(
         updates: Updates, state: OptState, params: Params | None = None, **extra_args: Any
     ) -> tuple[Updates, OptState]:
         # The layout is a function of the inner state's shapes, recomputed at trace time.
-        layout = plan(jax.eval_shape(inner.init, updates if params is None else params))
+        reference = updates if params is None else params
+        abstract = jax.eval_shape(inner.init, reference)
+        layout = plan(abstract)
+        _check_stored(layout, state)
 
-        def decode(path: Any, how: Any, node: Any) -> Any:
-            stored = isinstance(node, QuantizedBuffer)
-            if stored != (how is not _KEEP):
-                expected = "a QuantizedBuffer" if stored is False else "an unquantized buffer"
-                raise ValueError(
-                    f"quantize_state: state leaf {_tree.path_str(path)!r} should be {expected}, "
-                    f"got {type(node).__name__}. Was the state made by this quantize_state's "
-                    "init, with the same bits, block_size and min_size?"
-                )
-            if not stored:
+        def run(updates: Updates, state: OptState, params: Params | None) -> Any:
+            if forwards_extra:
+                return inner.update(updates, state, params, **extra_args)
+            return inner.update(updates, state, params)
+
+        chunks = _chunked_layout(inner, abstract, layout, updates, reference)
+        if chunks is not None:
+            return _chunked_update(
+                run, chunks, layout, updates, state, params, bits=bits, block_size=block_size
+            )
+
+        def decode(how: Any, node: Any) -> Any:
+            if how is _KEEP:
                 return node
             dequantize = functools.partial(
                 _block_codes.dequantize, bits=bits, signed=how.signed, shape=how.shape
@@ -220,19 +237,8 @@ def quantize_state(
                 return jax.sharding.auto_axes(dequantize, out_sharding=how.sharding)(*node)
             return dequantize(*node)
 
-        try:
-            buffers = jax.tree_util.tree_map_with_path(decode, layout, state)
-        except ValueError as error:
-            if str(error).startswith("quantize_state"):
-                raise
-            raise ValueError(
-                "quantize_state: the state does not have the structure of the inner optimizer's "
-                f"state for these updates: {error}"
-            ) from None
-        if forwards_extra:
-            updates, buffers = inner.update(updates, buffers, params, **extra_args)
-        else:
-            updates, buffers = inner.update(updates, buffers, params)
+        buffers = jax.tree.map(decode, layout, state)
+        updates, buffers = run(updates, buffers, params)
         return updates, jax.tree.map(encode, layout, buffers)
 
     return GradientTransformation(init, update)
@@ -271,3 +277,126 @@ def _explicit_sharding(sharding: Any) -> NamedSharding | None:
         return None
     explicit = jax.sharding.AxisType.Explicit
     return sharding if explicit in sharding.mesh.axis_types else None
+
+
+def _check_stored(layout: Any, state: OptState) -> None:
+    """Raise a ValueError naming the first state leaf that is not stored as ``layout`` says."""
+
+    def check(path: Any, how: Any, node: Any) -> None:
+        stored = isinstance(node, QuantizedBuffer)
+        if stored != (how is not _KEEP):
+            expected = "a QuantizedBuffer" if stored is False else "an unquantized buffer"
+            raise ValueError(
+                f"quantize_state: state leaf {_tree.path_str(path)!r} should be {expected}, "
+                f"got {type(node).__name__}. Was the state made by this quantize_state's "
+                "init, with the same bits, block_size and min_size?"
+            )
+
+    try:
+        jax.tree_util.tree_map_with_path(check, layout, state)
+    except ValueError as error:
+        if str(error).startswith("quantize_state"):
+            raise
+        raise ValueError(
+            "quantize_state: the state does not have the structure of the inner optimizer's "
+            f"state for these updates: {error}"
+        ) from None
+
+
+def _chunked_layout(
+    inner: Any, abstract: OptState, layout: Any, updates: Updates, reference: Params
+) -> _chunked.Layout | None:
+    """The per-parameter layout of ``inner``'s state when its quantized leaves can be updated
+    chunk by chunk (see :mod:`optkit.combinators._chunked`), else ``None``: ``inner`` is
+    elementwise, its state is per-parameter buffers of the params' shapes and scalars, and the
+    updates have the params' structure."""
+    if not is_elementwise(inner):
+        return None
+    chunks = _chunked.Layout.of(abstract, reference)
+    if chunks is None or jax.tree.structure(updates) != chunks.params_def:
+        return None
+    return chunks
+
+
+def _chunked_update(
+    run: Any,
+    chunks: _chunked.Layout,
+    layout: Any,
+    updates: Updates,
+    state: OptState,
+    params: Params | None,
+    *,
+    bits: int,
+    block_size: int,
+) -> tuple[Updates, OptState]:
+    """The update with each quantized leaf run chunk by chunk, the other leaves at once."""
+    nodes = chunks.split(state)
+    hows = chunks.split(layout)
+    kinds = chunks.per_parameter
+    gradients = chunks.params_def.flatten_up_to(updates)
+    param_leaves = None if params is None else chunks.params_def.flatten_up_to(params)
+    quantized = [
+        any(isinstance(node[i], _Quantize) for node, kind in zip(hows, kinds, strict=True) if kind)
+        for i in range(len(gradients))
+    ]
+    plain = [i for i, q in enumerate(quantized) if not q]
+
+    # The leaves kept in float, as one list, through the inner update; it also gives the new
+    # scalars (a list of no leaves still counts the step).
+    kept_state = chunks.restricted(nodes, lambda pieces: [pieces[i] for i in plain])
+    kept_updates, kept_state = run(
+        [gradients[i] for i in plain],
+        kept_state,
+        None if param_leaves is None else [param_leaves[i] for i in plain],
+    )
+    new_nodes = chunks.lists(kept_state)
+    new_updates: list[Any] = [None] * len(gradients)
+    new_pieces: list[list[Any]] = [[None] * len(gradients) if kind else [] for kind in kinds]
+    for position, i in enumerate(plain):
+        new_updates[i] = kept_updates[position]
+        for node, new, kind in zip(new_pieces, new_nodes, kinds, strict=True):
+            if kind:
+                node[i] = new[position]
+    for i, q in enumerate(quantized):
+        if not q:
+            continue
+        per_node = [j for j, kind in enumerate(kinds) if kind]
+        leaf_hows = [hows[j][i] for j in per_node]
+        leaf_update = functools.partial(
+            _chunked.chunked_leaf_update,
+            run,
+            chunks,
+            hows=leaf_hows,
+            bits=bits,
+            block_size=block_size,
+        )
+        arguments = (
+            nodes,
+            gradients[i],
+            None if param_leaves is None else param_leaves[i],
+            [nodes[j][i] for j in per_node],
+        )
+        explicit = next(
+            (how.sharding for how in leaf_hows if isinstance(how, _Quantize) and how.sharding),
+            None,
+        )
+        if explicit is not None:
+            # Explicit axes: as in encode, the loop runs on auto axes and its outputs are
+            # placed as the plain path places them.
+            num_blocks = gradients[i].size // block_size
+            placement = NamedSharding(explicit.mesh, _block_spec(explicit, num_blocks))
+            out = (
+                jax.typeof(gradients[i]).sharding,
+                [
+                    QuantizedBuffer(placement, placement)
+                    if isinstance(how, _Quantize)
+                    else jax.typeof(nodes[j][i]).sharding
+                    for j, how in zip(per_node, leaf_hows, strict=True)
+                ],
+            )
+            leaf_update = jax.sharding.auto_axes(leaf_update, out_sharding=out)
+        new_updates[i], stored = leaf_update(*arguments)
+        for j, buffer in zip(per_node, stored, strict=True):
+            new_pieces[j][i] = buffer
+    scalars = [None if kind else node for node, kind in zip(new_nodes, kinds, strict=True)]
+    return chunks.params_def.unflatten(new_updates), chunks.joined(new_pieces, scalars)

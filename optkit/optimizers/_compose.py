@@ -37,7 +37,11 @@ def maybe_l2_decay(weight_decay: Scalar) -> GradientTransformation | None:
 
 
 def described(
-    transform: GradientTransformation, torch_class: str, **arguments: Any
+    transform: GradientTransformation,
+    torch_class: str,
+    *,
+    elementwise: bool = False,
+    **arguments: Any,
 ) -> GradientTransformation:
     """``transform``, carrying the ``torch.optim`` class it reproduces and every argument of the
     factory that built it (by optkit name), for :func:`optkit.to_torch_state_dict` and
@@ -47,7 +51,9 @@ def described(
     Its ``init`` and ``update`` also apply the dtype rules every optimizer shares: Python float
     leaves are 0-d arrays, integer or bool params are refused at ``init`` and integer or bool
     gradients at ``update``, and gradients are promoted to their params' dtype (or refused when
-    that would round them), naming the leaf."""
+    that would round them), naming the leaf. ``elementwise`` says that each leaf's update depends
+    only on that leaf and the state's scalars, element by element (see
+    :attr:`optkit.DescribedTransformation.elementwise`)."""
     description = OptimizerDescription(torch_class, types.MappingProxyType(dict(arguments)))
     where = f"optkit's {torch_class}"
 
@@ -67,4 +73,4 @@ def described(
         return transform.update(_tree.as_arrays(updates), state, params, **extra_args)
 
     checked = _state.checking_state(init, update, f"{torch_class} update")
-    return DescribedTransformation(init, checked, description)
+    return DescribedTransformation(init, checked, description, elementwise=elementwise)

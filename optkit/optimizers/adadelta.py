@@ -164,6 +164,7 @@ def adadelta(
     return described(
         transform,
         "Adadelta",
+        elementwise=True,
         learning_rate=learning_rate,
         rho=rho,
         eps=eps,

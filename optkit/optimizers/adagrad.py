@@ -169,6 +169,7 @@ def adagrad(
     return described(
         transform,
         "Adagrad",
+        elementwise=True,
         learning_rate=learning_rate,
         lr_decay=lr_decay,
         weight_decay=weight_decay,

@@ -439,6 +439,7 @@ def adam(
     return described(
         transform,
         "Adam",
+        elementwise=True,
         learning_rate=learning_rate,
         b1=b1,
         b2=b2,
@@ -524,6 +525,7 @@ def adamw(
     return described(
         transform,
         "AdamW",
+        elementwise=mask is None,
         learning_rate=learning_rate,
         b1=b1,
         b2=b2,

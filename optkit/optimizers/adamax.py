@@ -179,6 +179,7 @@ def adamax(
     return described(
         transform,
         "Adamax",
+        elementwise=True,
         learning_rate=learning_rate,
         b1=b1,
         b2=b2,

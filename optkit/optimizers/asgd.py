@@ -209,6 +209,7 @@ def asgd(
     return described(
         transform,
         "ASGD",
+        elementwise=True,
         learning_rate=learning_rate,
         lambd=lambd,
         alpha=alpha,

@@ -302,6 +302,7 @@ def nadam(
     return described(
         transform,
         "NAdam",
+        elementwise=True,
         learning_rate=learning_rate,
         b1=b1,
         b2=b2,

@@ -254,6 +254,7 @@ def radam(
     return described(
         transform,
         "RAdam",
+        elementwise=True,
         learning_rate=learning_rate,
         b1=b1,
         b2=b2,

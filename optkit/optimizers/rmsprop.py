@@ -321,6 +321,7 @@ def rmsprop(
     return described(
         transform,
         "RMSprop",
+        elementwise=True,
         learning_rate=learning_rate,
         alpha=alpha,
         eps=eps,

@@ -216,6 +216,7 @@ def rprop(
     return described(
         transform,
         "Rprop",
+        elementwise=True,
         learning_rate=learning_rate,
         etas=etas,
         step_sizes=step_sizes,

@@ -85,6 +85,7 @@ def sgd(
     return described(
         transform,
         "SGD",
+        elementwise=True,
         learning_rate=learning_rate,
         momentum=momentum,
         dampening=dampening,

