@@ -173,12 +173,19 @@ def quantize_blocks(blocks: jax.Array, bits: int, signed: bool) -> tuple[jax.Arr
     return codes, scale
 
 
-@functools.partial(jax.jit, static_argnames=("bits", "signed", "shape"))
+@functools.partial(jax.jit, static_argnames=("bits", "signed", "shape", "dtype"))
 def dequantize(
-    codes: jax.Array, scale: jax.Array, *, bits: int, signed: bool, shape: tuple[int, ...]
+    codes: jax.Array,
+    scale: jax.Array,
+    *,
+    bits: int,
+    signed: bool,
+    shape: tuple[int, ...],
+    dtype: jnp.dtype = jnp.dtype(jnp.float32),
 ) -> jax.Array:
-    """The float32 buffer of ``shape`` that ``(codes, scale)`` stand for."""
+    """The buffer of ``shape`` that ``(codes, scale)`` stand for: computed in float32 and
+    rounded once to ``dtype``."""
     table = jnp.asarray(quantization_map(bits, signed))
     if bits == 4:
         codes = jnp.stack([codes >> 4, codes & 0xF], axis=-1).reshape(codes.shape[0], -1)
-    return (table[codes.astype(jnp.int32)] * scale[:, None]).reshape(shape)
+    return (table[codes.astype(jnp.int32)] * scale[:, None]).reshape(shape).astype(dtype)

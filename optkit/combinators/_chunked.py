@@ -196,6 +196,7 @@ def chunked_leaf_update(
                 bits=bits,
                 signed=how.signed,
                 shape=(rows, block_size),
+                dtype=how.dtype,
             )
             if isinstance(buffer, QuantizedBuffer)
             else chunk(buffer, index)

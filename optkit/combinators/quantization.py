@@ -50,9 +50,11 @@ class QuantizedBuffer(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class _Quantize:
-    """A buffer that is stored quantized: its shape and which map it uses."""
+    """A buffer that is stored quantized: its shape, its dtype when the inner optimizer holds
+    it (float32, or bfloat16/float16 for 16-bit params) and which map it uses."""
 
     shape: tuple[int, ...]
+    dtype: Any
     signed: bool
     sharding: Any = dataclasses.field(default=None, compare=False)
     """The buffer's sharding when traced on a mesh with explicit axes (``jax.make_mesh``)."""
@@ -80,8 +82,10 @@ def quantize_state(
     injected hyperparameters) and integer buffers stay as they are.
 
     Each update dequantizes (:math:`x \approx s \cdot \text{map}[\text{code}]`), runs ``inner``
-    with float32 buffers, and quantizes its new buffers again, so the inner optimizer's math is
-    unchanged up to the rounding of its state.
+    with its buffers in the dtype it keeps them in (float32; bfloat16 or float16 for 16-bit
+    params, as optkit's optimizers keep them, rounded once from the float32 dequantized value),
+    and quantizes its new buffers again, so the inner optimizer's math is unchanged up to the
+    rounding of its state.
 
     The maps: at 8 bits, the dynamic (exponent + fraction) map of Dettmers et al., signed for
     buffers that can be negative (first moments, momentum) and unsigned for those that cannot
@@ -181,7 +185,8 @@ def quantize_state(
             )
             if not quantized:
                 return _KEEP
-            return _Quantize(shape, signed, _explicit_sharding(getattr(leaf, "sharding", None)))
+            sharding = _explicit_sharding(getattr(leaf, "sharding", None))
+            return _Quantize(shape, jnp.dtype(dtype), signed, sharding)
 
         return jax.tree.map(leaf_plan, state, is_leaf=_declares)
 
@@ -231,7 +236,11 @@ def quantize_state(
             if how is _KEEP:
                 return node
             dequantize = functools.partial(
-                _block_codes.dequantize, bits=bits, signed=how.signed, shape=how.shape
+                _block_codes.dequantize,
+                bits=bits,
+                signed=how.signed,
+                shape=how.shape,
+                dtype=how.dtype,
             )
             if how.sharding is not None:  # explicit axes: see encode
                 return jax.sharding.auto_axes(dequantize, out_sharding=how.sharding)(*node)
