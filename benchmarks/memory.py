@@ -40,6 +40,7 @@ import numpy as np
 
 from benchmarks import machine, measure, memory_report
 from benchmarks.bench import Log
+from benchmarks.report import write_json
 from benchmarks.run import QUICK, TRANSFORMER_SIZES
 from benchmarks.workloads import Workload, host_random, to_device, transformer, tree_nbytes
 
@@ -286,12 +287,6 @@ def run_zero(args: argparse.Namespace, log: Log) -> dict[str, Any]:
     return results
 
 
-def _write_json(path: Path, results: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1, default=float) + "\n")
-    tmp.replace(path)
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; returns the results also written to ``--out``/results.json."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -327,12 +322,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         record["step_ratio_to_reference"] = record["step"]["median"] / reference
         samples = np.asarray(record["samples_s"])
         record["step_ratio_to_reference_iqr"] = list(np.percentile(samples, [25, 75]) / reference)
-    _write_json(args.out / "results.json", results)
+    write_json(args.out / "results.json", results)
     if not args.no_zero:
         results["zero"] = run_zero(args, log)
     results["machine"]["load_average_at_end"] = list(os.getloadavg())
     results["machine"]["wall_seconds"] = time.perf_counter() - log.start
-    _write_json(args.out / "results.json", results)
+    write_json(args.out / "results.json", results)
     memory_report.write_markdown(results, args.out / "results.md")
     if not args.no_plot:
         memory_report.write_plot(results, args.out / "results.png")

@@ -17,6 +17,14 @@ OPTKIT_PATHS = ("optkit", "optkit.flatten")
 LIBRARIES = (*OPTKIT_PATHS, "optax")
 
 
+def write_json(path: Path, results: dict[str, Any]) -> None:
+    """Write ``results`` to ``path`` atomically (a temporary file, then a rename), so a reader
+    never sees a half-written file."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1, default=float) + "\n")
+    tmp.replace(path)
+
+
 def _num(value: float | None, digits: int = 3) -> str:
     if value is None:
         return "–"

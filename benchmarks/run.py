@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import sys
 import time
@@ -148,12 +147,6 @@ def build_workloads(args: argparse.Namespace) -> list[Workload]:
     return sorted(workloads, key=lambda workload: workload.num_leaves)
 
 
-def _write_json(path: Path, results: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1, default=float) + "\n")
-    tmp.replace(path)
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; returns the results also written to ``--out``/results.json."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -188,12 +181,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for index, name in enumerate(args.optimizers):
             order = LIBRARIES if index % 2 == 0 else LIBRARIES[::-1]
             results["measurements"].append(bench.pair(workload, PAIRS[name], order, inputs, copies))
-            _write_json(json_path, results)
+            report.write_json(json_path, results)
         del inputs, host_params
         gc.collect()
     results["machine"]["load_average_at_end"] = list(os.getloadavg())
     results["machine"]["wall_seconds"] = time.perf_counter() - bench.log.start
-    _write_json(json_path, results)
+    report.write_json(json_path, results)
     report.write_markdown(results, args.out / "results.md")
     if not args.no_plot:
         report.write_plot(results, args.out / "results.png")
