@@ -173,6 +173,9 @@ def quantize_blocks(blocks: jax.Array, bits: int, signed: bool) -> tuple[jax.Arr
     return codes, scale
 
 
+FLOAT32 = jnp.dtype(jnp.float32)
+
+
 @functools.partial(jax.jit, static_argnames=("bits", "signed", "shape", "dtype"))
 def dequantize(
     codes: jax.Array,
@@ -181,7 +184,7 @@ def dequantize(
     bits: int,
     signed: bool,
     shape: tuple[int, ...],
-    dtype: jnp.dtype = jnp.dtype(jnp.float32),
+    dtype: jnp.dtype = FLOAT32,
 ) -> jax.Array:
     """The buffer of ``shape`` that ``(codes, scale)`` stand for: computed in float32 and
     rounded once to ``dtype``."""

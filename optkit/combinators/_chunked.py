@@ -85,7 +85,8 @@ class Layout:
     def of(cls, abstract_state: Any, params: Any) -> Layout | None:
         params_def = jax.tree.structure(params)
         shapes = [tuple(leaf.shape) for leaf in jax.tree.leaves(params)]
-        if not shapes:
+        if not shapes or (params_def.num_nodes == 1 and shapes == [()]):
+            # A bare 0-d param: the state's scalars (counts) would pass for its buffers.
             return None
 
         def per_parameter(node: Any) -> bool:
