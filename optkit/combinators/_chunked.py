@@ -73,9 +73,10 @@ def plan_chunks(num_blocks: int, block_size: int) -> tuple[int, int]:
 class Layout:
     """Where an elementwise optimizer's state keeps each param's buffers.
 
-    ``nodes`` flattens the (abstract) inner state down to its *per-parameter* subtrees (the
-    params' structure, every leaf an array of its param's shape) and its other leaves, which
-    must be 0-d (scalars). ``None`` from :meth:`of` when the state is not of that form.
+    ``treedef`` flattens the (abstract) inner state down to its *nodes*: its per-parameter
+    subtrees (the params' structure, every leaf an array of its param's shape; flagged in
+    ``per_parameter``) and its other leaves, which must be 0-d (scalars). :meth:`of` returns
+    ``None`` when the state is not of that form.
     """
 
     def __init__(self, treedef: Any, per_parameter: list[bool], params_def: Any) -> None:
@@ -118,8 +119,9 @@ class Layout:
         ]
 
     def restricted(self, split: list[Any], pieces: Callable[[list[Any]], list[Any]]) -> Any:
-        """A state for a list of leaves: each per-parameter node replaced by ``pieces(node)``
-        (a list), scalars kept."""
+        """A state for a list of leaves from ``split`` (as :meth:`split` gives, or with
+        anything at per-parameter positions): each per-parameter node replaced by
+        ``pieces(node)`` (a list), scalars kept."""
         return self.treedef.unflatten(
             [
                 pieces(node) if kind else node
@@ -156,10 +158,11 @@ def chunked_leaf_update(
 ) -> tuple[jax.Array, list[Any]]:
     """One quantized leaf's update and new stored buffers, chunk by chunk.
 
-    ``run(updates, state, params)`` is the inner update on lists; ``stored[j]`` and ``hows[j]``
-    are the leaf's stored buffer and plan in the ``j``-th per-parameter node (a
-    ``QuantizedBuffer`` and its ``_Quantize``, or a float array of the param's shape kept as it
-    is). Returns the leaf's update and its new stored buffers.
+    ``run(updates, state, params)`` is the inner update on lists; ``scalars`` the state's nodes
+    with its scalars (what :meth:`Layout.restricted` keeps); ``stored[j]`` and ``hows[j]`` the
+    leaf's stored buffer and plan in the ``j``-th per-parameter node (a ``QuantizedBuffer`` and
+    its ``_Quantize``, or an array of the param's shape kept as it is). Returns the leaf's
+    update and its new stored buffers.
     """
     from optkit.combinators.quantization import QuantizedBuffer
 

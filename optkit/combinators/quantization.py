@@ -366,10 +366,13 @@ def _chunked_update(
         for node, new, kind in zip(new_pieces, new_nodes, kinds, strict=True):
             if kind:
                 node[i] = new[position]
+    # What every chunk's inner update reads besides its buffers: the state's scalars as they
+    # were (None where the per-parameter nodes go).
+    scalars = [None if kind else node for node, kind in zip(nodes, kinds, strict=True)]
+    per_node = [j for j, kind in enumerate(kinds) if kind]
     for i, q in enumerate(quantized):
         if not q:
             continue
-        per_node = [j for j, kind in enumerate(kinds) if kind]
         leaf_hows = [hows[j][i] for j in per_node]
         leaf_update = functools.partial(
             _chunked.chunked_leaf_update,
@@ -380,7 +383,7 @@ def _chunked_update(
             block_size=block_size,
         )
         arguments = (
-            nodes,
+            scalars,
             gradients[i],
             None if param_leaves is None else param_leaves[i],
             [nodes[j][i] for j in per_node],
@@ -407,5 +410,5 @@ def _chunked_update(
         new_updates[i], stored = leaf_update(*arguments)
         for j, buffer in zip(per_node, stored, strict=True):
             new_pieces[j][i] = buffer
-    scalars = [None if kind else node for node, kind in zip(new_nodes, kinds, strict=True)]
-    return chunks.params_def.unflatten(new_updates), chunks.joined(new_pieces, scalars)
+    new_scalars = [None if kind else node for node, kind in zip(new_nodes, kinds, strict=True)]
+    return chunks.params_def.unflatten(new_updates), chunks.joined(new_pieces, new_scalars)
