@@ -11,7 +11,9 @@ parameters, on every backend), for optax's and optkit's AdamW and for
 (GPU) and the step time, each relative to optkit's float32 AdamW measured in the same process
 in alternating rounds. Then, in a subprocess with 8 simulated CPU devices
 (``benchmarks.memory_zero``), each optimizer's state partitioned with ``optkit.state_sharding``
-(ZeRO-1): per-device bytes against the total.
+(ZeRO-1): per-device bytes against the total. With ``--torch`` (CPU), torch's AdamW
+(default and fused) and torchao's ``AdamW8bit``/``AdamW4bit`` on the same tree join the
+alternating rounds (``benchmarks.memory_torch``).
 
 Writes ``results.json``, ``results.md`` and ``results.png`` under ``--out`` (and the PNG to
 ``--figure`` when given: the docs figure is only rewritten on request); see
@@ -135,6 +137,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--zero-devices", type=int, default=8, help="simulated CPU devices for ZeRO-1 (8)")
     add("--no-zero", action="store_true", help="skip the ZeRO-1 subprocess")
     add("--zero-timeout", type=float, default=600.0, help="seconds the ZeRO-1 subprocess may take")
+    add("--torch", action="store_true", help="also time torch's and torchao's AdamW (CPU)")
     add("--seed", type=int, default=0)
     add("--no-plot", action="store_true", help="write no PNG")
     add("--figure", type=Path, help="also write the PNG here (the docs figure)")
@@ -157,6 +160,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.torch and jax.default_backend() != "cpu":
+        parser.error("--torch compares CPU steps: torch here is the CPU build (use --device cpu)")
     if args.out is None:
         args.out = Path("benchmarks/results") / f"memory-{jax.default_backend()}"
     return args
@@ -251,6 +256,39 @@ def time_in_rounds(subjects: list[Subject], args: argparse.Namespace, log: Log) 
         log(f"round {round_index + 1}/{args.rounds} done")
 
 
+def torch_reference_subjects(host_params: Any, host_data: Any, log: Log) -> list[Any]:
+    """The ``--torch`` subjects (``benchmarks.memory_torch``) on the same params and data."""
+    from benchmarks import memory_torch
+
+    subjects = []
+    for config in memory_torch.CONFIGS.values():
+        log(f"{config.name}: allocate, first step")
+        subjects.append(memory_torch.TorchSubject(config, host_params, host_data))
+    return subjects
+
+
+def torch_results(subjects: list[Any], optkit_records: dict[str, Any]) -> dict[str, Any]:
+    """The torch subjects' records, each step's median as a ratio to torch's fused AdamW and
+    to optkit's float32 AdamW (measured in the same rounds), and the versions used."""
+    import torch
+    import torchao
+
+    from benchmarks import memory_torch
+
+    records = {subject.config.name: subject.finish() for subject in subjects}
+    torch_reference = records[memory_torch.REFERENCE]["step"]["median"]
+    optkit_reference = optkit_records[REFERENCE]["step"]["median"]
+    for record in records.values():
+        record["step_ratio_to_torch_reference"] = record["step"]["median"] / torch_reference
+        record["step_ratio_to_reference"] = record["step"]["median"] / optkit_reference
+    return {
+        "reference": memory_torch.REFERENCE,
+        "versions": {"torch": torch.__version__, "torchao": torchao.__version__},
+        "threads": torch.get_num_threads(),
+        "optimizers": records,
+    }
+
+
 def run_zero(args: argparse.Namespace, log: Log) -> dict[str, Any]:
     """``benchmarks.memory_zero`` in a subprocess with ``--zero-devices`` simulated CPU devices."""
     out = args.out / "zero.json.tmp"
@@ -307,15 +345,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "optimizers": {},
     }
     host_params = host_random(workload.tree, args.seed)
-    data = to_device(host_random(workload.tree, args.seed + 1))
-    subjects = []
+    host_data = host_random(workload.tree, args.seed + 1)
+    data = to_device(host_data)
+    subjects: list[Any] = []
     for config in CONFIGS.values():
         log(f"{config.name}: compile, allocate, init")
         subjects.append(Subject(config, workload, host_params, data))
-    time_in_rounds(subjects, args, log)
+    torch_subjects = torch_reference_subjects(host_params, host_data, log) if args.torch else []
+    time_in_rounds(subjects + torch_subjects, args, log)
     for subject in subjects:
         results["optimizers"][subject.config.name] = subject.finish()
-    del subjects, data, host_params
+    if torch_subjects:
+        results["torch"] = torch_results(torch_subjects, results["optimizers"])
+    del subjects, torch_subjects, data, host_data, host_params
     gc.collect()
     reference = results["optimizers"][REFERENCE]["step"]["median"]
     for record in results["optimizers"].values():

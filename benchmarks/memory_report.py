@@ -106,6 +106,8 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"| {name} | {step['median'] * 1e3:.1f} [{step['iqr'] * 1e3:.1f}] | "
             f"{ratio:.2f}{mark} | {low:.2f}-{high:.2f} | {r['lower_s'] + r['compile_s']:.1f} |"
         )
+    if "torch" in results:
+        lines += torch_section(results)
     zero = results.get("zero")
     if zero:
         lines += [
@@ -130,6 +132,48 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"{rep['count']} ({rep['bytes']:,} B) |"
             )
     return "\n".join(lines) + "\n"
+
+
+def torch_section(results: dict[str, Any]) -> list[str]:
+    """The ``--torch`` table: torch's and torchao's AdamW timed in the same rounds."""
+    torch = results["torch"]
+    records = torch["optimizers"]
+    versions = ", ".join(f"{k} {v}" for k, v in torch["versions"].items())
+    lines = [
+        "",
+        "## Against torch and torchao",
+        "",
+        f"The same step on the same tree, timed in the same alternating rounds ({versions}, "
+        f"{torch['threads']} threads): `g = p - x`, then the optimizer's step, in place. "
+        "torchao compiles each parameter's step with `torch.compile` (C++ on CPU) in its first "
+        "step, which is not timed.",
+        "",
+        f"| optimizer | state bytes/param | step, ms | ratio to {torch['reference']} "
+        "| ratio to optkit adamw |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, r in records.items():
+        step = r["step"]
+        lines.append(
+            f"| {name} | {r['state']['bytes_per_param']:.4f} | "
+            f"{step['median'] * 1e3:.1f} [{step['iqr'] * 1e3:.1f}] | "
+            f"{r['step_ratio_to_torch_reference']:.2f} | {r['step_ratio_to_reference']:.2f} |"
+        )
+    optkit = results["optimizers"]
+    notes = []
+    for bits in (8, 4):
+        ours = optkit.get(f"optkit adamw {bits}-bit")
+        theirs = records.get(f"torchao adamw {bits}-bit")
+        if ours is None or theirs is None:
+            continue
+        notes.append(
+            f"- {bits}-bit over its library's float32 AdamW: optkit "
+            f"{ours['step_ratio_to_reference']:.2f}x (over `optkit.adamw`), torchao "
+            f"{theirs['step_ratio_to_torch_reference']:.2f}x (over torch's fused AdamW); "
+            f"torchao's {bits}-bit step takes "
+            f"{theirs['step']['median'] / ours['step']['median']:.1f}x optkit's."
+        )
+    return lines + (["", *notes] if notes else [])
 
 
 def write_markdown(results: dict[str, Any], path: Path) -> None:

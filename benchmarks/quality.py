@@ -17,7 +17,9 @@ norms stay float32. A float32 run with the next seed (another init and batch ord
 data) gives the seed-to-seed spread that the 1% target is read against, and three float32 runs
 with 0.1% random noise on every update element (smaller than 8-bit rounding) show how far the
 final loss moves under a perturbation of known size. The digits MLP also runs float32 and 8-bit
-at four more seeds (paired: same init and batches within a pair).
+at 19 more seeds (paired: same init, split and batches within a pair): the mean of the paired
+relative differences, with its standard error and 95% interval, for the final training loss
+and for the held-out test loss.
 
 Writes ``results.json`` (every run's metrics and loss curve), ``results.md`` and
 ``results.png`` under ``--out``, and the PNG also to ``--figure`` when given: the docs figure
@@ -66,7 +68,8 @@ def _lm_params(example: ModuleType) -> Any:
 @dataclasses.dataclass(frozen=True)
 class Task:
     """One model: its example script, the final loss compared, and quantize_state's min_size;
-    ``seeds`` float32/8-bit pairs are run (seed, seed + 1, ...)."""
+    ``seeds`` float32/8-bit pairs are run (seed, seed + 1, ...), comparing ``metric`` and
+    ``also_metric`` (when given) pair by pair."""
 
     example: str
     metric: str
@@ -74,11 +77,18 @@ class Task:
     quick_args: tuple[str, ...]
     init_params: Callable[[ModuleType], Any]
     seeds: int = 1
+    also_metric: str | None = None
 
 
 TASKS = {
     "digits MLP": Task(
-        "train_digits", "final_train_loss", 4096, ("--epochs", "1"), _digits_params, seeds=5
+        "train_digits",
+        "final_train_loss",
+        4096,
+        ("--epochs", "1"),
+        _digits_params,
+        seeds=20,
+        also_metric="test_loss",
     ),
     "synthetic-text LM": Task(
         "synthetic_lm", "final_eval_loss", 1024, ("--steps", "3"), _lm_params
@@ -92,6 +102,7 @@ NOISE_RUNS = 3
 LOSS_LABELS = {
     "final_train_loss": "cross-entropy over the whole training set after the last epoch",
     "final_eval_loss": "next-token cross-entropy on 256 held-out sequences after the last step",
+    "test_loss": "cross-entropy on the held-out quarter of the digits after the last epoch",
 }
 
 
@@ -222,27 +233,43 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         "How far the final loss moves without quantization: float32 with the next seed, and "
         f"float32 with every update element multiplied by `1 + {UPDATE_NOISE:g} * N(0, 1)` "
-        f"({NOISE_RUNS} noise seeds; a perturbation smaller than 8-bit rounding). Where more "
-        "seeds ran, the 8-bit run against float32 at each seed.",
+        f"({NOISE_RUNS} noise seeds; a perturbation smaller than 8-bit rounding).",
         "",
-        "| task | float32, next seed | float32 + update noise | 8-bit vs float32, per seed "
-        "| mean 8-bit vs mean float32 | float32 seed-to-seed std |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| task | float32, next seed | float32 + update noise |",
+        "| --- | --- | --- |",
     ]
+    paired = []
     for task, entry in results["tasks"].items():
         if "float32_update_noise" not in entry:
             continue
         noise = entry["float32_update_noise"]["relative_differences"]
-        seeds = entry.get("seeds")
-        per_seed = mean = std = "–"
-        if seeds is not None:
-            per_seed = ", ".join(f"{d:+.1%}" for d in seeds["relative_differences"])
-            mean = f"{seeds['mean_relative_difference']:+.1%}"
-            std = f"{seeds['float32_relative_std']:.1%}"
         lines.append(
             f"| {task} | {entry['float32_next_seed']['relative_difference']:+.2%} | "
-            f"{', '.join(f'{d:+.2%}' for d in noise)} | {per_seed} | {mean} | {std} |"
+            f"{', '.join(f'{d:+.2%}' for d in noise)} |"
         )
+        seeds = entry.get("seeds", {})
+        paired += [(task, name, seeds[name]) for name in LOSS_LABELS if name in seeds]
+    if paired:
+        lines += [
+            "",
+            "8-bit against float32 over seeds, pair by pair (same init, split and batches "
+            "within a pair): the mean of the relative differences, its standard error and 95% "
+            "t-interval, the smallest and largest difference, and float32's own seed-to-seed "
+            "spread (standard deviation over mean).",
+            "",
+            "| task | loss | pairs | mean difference | standard error | 95% interval "
+            "| per-seed range | float32 seed-to-seed std |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for task, name, pairs in paired:
+            low, high = pairs["interval_95"]
+            differences = pairs["relative_differences"]
+            lines.append(
+                f"| {task} | {name} | {len(differences)} | "
+                f"{pairs['mean_relative_difference']:+.2%} | {pairs['standard_error']:.2%} | "
+                f"{low:+.2%} to {high:+.2%} | {min(differences):+.1%} to {max(differences):+.1%} "
+                f"| {pairs['float32_relative_std']:.1%} |"
+            )
     lines += [
         "",
         "| task | min_size | quantized leaves | steps | seconds per run (float32, 8, 4-bit) |",
@@ -363,12 +390,12 @@ def sensitivity(
     def relative(value: float, to: float = reference) -> float:
         return (value - to) / to
 
-    pairs = [(seed, reference, runs["8"][metric])]
+    pairs = [(seed, runs["32"], runs["8"])]
     for other in range(seed + 1, seed + max(task.seeds, 2)):
         base = ["--seed", str(other), *common]
         print(f"{task.example}: seed {other}, float32 and 8-bit", file=sys.stderr, flush=True)
-        float32 = example.main([*base, "--state-bits", "32"])[metric]
-        eight = example.main([*base, "--state-bits", "8"])[metric] if task.seeds > 1 else None
+        float32 = example.main([*base, "--state-bits", "32"])
+        eight = example.main([*base, "--state-bits", "8"]) if task.seeds > 1 else None
         pairs.append((other, float32, eight))
     noise = []
     for noise_seed in range(NOISE_RUNS):
@@ -378,8 +405,8 @@ def sensitivity(
     out: dict[str, Any] = {
         "float32_next_seed": {
             "seed": pairs[1][0],
-            "final_loss": pairs[1][1],
-            "relative_difference": relative(pairs[1][1]),
+            "final_loss": pairs[1][1][metric],
+            "relative_difference": relative(pairs[1][1][metric]),
         },
         "float32_update_noise": {
             "relative_noise": UPDATE_NOISE,
@@ -388,17 +415,34 @@ def sensitivity(
         },
     }
     if task.seeds > 1:
-        float32s = [f for _, f, _ in pairs]
-        eights = [e for _, _, e in pairs]
-        out["seeds"] = {
-            "seeds": [s for s, _, _ in pairs],
-            "float32": float32s,
-            "8": eights,
-            "relative_differences": [relative(e, f) for f, e in zip(float32s, eights, strict=True)],
-            "mean_relative_difference": relative(float(np.mean(eights)), float(np.mean(float32s))),
-            "float32_relative_std": float(np.std(float32s, ddof=1) / np.mean(float32s)),
-        }
+        out["seeds"] = {"seeds": [s for s, _, _ in pairs]}
+        for name in (metric, task.also_metric):
+            if name is not None:
+                out["seeds"][name] = paired_differences(
+                    [f[name] for _, f, _ in pairs], [e[name] for _, _, e in pairs]
+                )
     return out
+
+
+def paired_differences(float32s: Sequence[float], eights: Sequence[float]) -> dict[str, Any]:
+    """8-bit against float32 over seeds: each pair's relative difference, their mean with its
+    standard error and 95% t-interval, and the float32 losses' own seed-to-seed spread."""
+    from scipy import stats
+
+    differences = [(e - f) / f for f, e in zip(float32s, eights, strict=True)]
+    count = len(differences)
+    mean = float(np.mean(differences))
+    standard_error = float(np.std(differences, ddof=1) / math.sqrt(count))
+    half_width = float(stats.t.ppf(0.975, count - 1)) * standard_error
+    return {
+        "float32": list(float32s),
+        "8": list(eights),
+        "relative_differences": differences,
+        "mean_relative_difference": mean,
+        "standard_error": standard_error,
+        "interval_95": [mean - half_width, mean + half_width],
+        "float32_relative_std": float(np.std(float32s, ddof=1) / np.mean(float32s)),
+    }
 
 
 def quantized_leaf_summary(params: Any, min_size: int) -> str:

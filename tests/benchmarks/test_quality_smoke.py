@@ -60,3 +60,49 @@ def test_writes_json_markdown_png_and_the_requested_figure(quick_run):
 def test_the_docs_figure_is_written_only_on_request():
     args = quality.parse_args(["--quick"])
     assert args.figure is None
+
+
+def test_paired_differences_match_a_one_sample_t_interval():
+    from scipy import stats
+
+    float32s = [1.0, 2.0, 4.0, 0.5, 1.5]
+    eights = [1.1, 1.9, 4.4, 0.5, 1.65]
+    out = quality.paired_differences(float32s, eights)
+    differences = [0.1, -0.05, 0.1, 0.0, 0.1]
+    assert out["relative_differences"] == pytest.approx(differences)
+    assert out["mean_relative_difference"] == pytest.approx(0.05)
+    assert out["standard_error"] == pytest.approx(stats.sem(differences))
+    interval = stats.ttest_1samp(differences, 0.0).confidence_interval(0.95)
+    assert out["interval_95"] == pytest.approx([interval.low, interval.high])
+    mean = sum(float32s) / 5
+    assert out["float32_relative_std"] == pytest.approx(stats.tstd(float32s) / mean)
+
+
+def test_markdown_has_a_row_per_paired_loss():
+    pairs = quality.paired_differences([1.0, 2.0, 3.0], [1.01, 1.98, 3.03])
+    entry = {
+        "metric": "final_train_loss",
+        "comparison": {"32": {"final_loss": 1.0, "relative_difference": 0.0}},
+        "runs": {"32": {"seconds": 1.0, "steps": 3}},
+        "min_size": 4096,
+        "quantized_leaves": "1 of 2 leaves",
+        "float32_next_seed": {"relative_difference": 0.02},
+        "float32_update_noise": {"relative_differences": [0.001, -0.002]},
+        "seeds": {"seeds": [0, 1, 2], "final_train_loss": pairs, "test_loss": pairs},
+    }
+    machine = {
+        "date": "d",
+        "command": "c",
+        "cpu_model": "m",
+        "cpu_cores_available": 2,
+        "backend": "cpu",
+        "versions": {},
+        "git_commit": "g",
+    }
+    markdown = quality.render_markdown({"machine": machine, "tasks": {"digits MLP": entry}})
+    low, high = pairs["interval_95"]
+    for name in ("final_train_loss", "test_loss"):
+        assert (
+            f"| digits MLP | {name} | 3 | {pairs['mean_relative_difference']:+.2%} | "
+            f"{pairs['standard_error']:.2%} | {low:+.2%} to {high:+.2%} | -1.0% to +1.0% |"
+        ) in markdown
