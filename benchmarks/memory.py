@@ -257,7 +257,14 @@ def time_in_rounds(subjects: list[Subject], args: argparse.Namespace, log: Log) 
 
 
 def torch_reference_subjects(host_params: Any, host_data: Any, log: Log) -> list[Any]:
-    """The ``--torch`` subjects (``benchmarks.memory_torch``) on the same params and data."""
+    """The ``--torch`` subjects (``benchmarks.memory_torch``) on the same params and data.
+
+    torch's OpenMP threads would otherwise spin, busy, for a while after each of its parallel
+    regions, on the cores the next subject (JAX's) runs on: before torch is imported they are
+    told to sleep instead (``OMP_WAIT_POLICY=PASSIVE``, unless the environment says otherwise).
+    """
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from benchmarks import memory_torch
 
     subjects = []
@@ -285,6 +292,7 @@ def torch_results(subjects: list[Any], optkit_records: dict[str, Any]) -> dict[s
         "reference": memory_torch.REFERENCE,
         "versions": {"torch": torch.__version__, "torchao": torchao.__version__},
         "threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "optimizers": records,
     }
 

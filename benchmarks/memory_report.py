@@ -144,7 +144,8 @@ def torch_section(results: dict[str, Any]) -> list[str]:
         "## Against torch and torchao",
         "",
         f"The same step on the same tree, timed in the same alternating rounds ({versions}, "
-        f"{torch['threads']} threads): `g = p - x`, then the optimizer's step, in place. "
+        f"{torch['threads']} threads, `OMP_WAIT_POLICY={torch.get('omp_wait_policy')}`): "
+        "`g = p - x`, then the optimizer's step, in place. "
         "torchao compiles each parameter's step with `torch.compile` (C++ on CPU) in its first "
         "step, which is not timed.",
         "",

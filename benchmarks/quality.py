@@ -50,8 +50,17 @@ import numpy as np
 from benchmarks import machine
 
 SCHEMA_VERSION = 1
-BITS = (32, 8, 4)
-QUICK_BITS = (32, 8)  # the 4-bit path compiles in the memory benchmark's smoke test
+VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    # key in results: (label, the example's arguments)
+    "32": ("float32", ("--state-bits", "32")),
+    "8": ("8-bit", ("--state-bits", "8")),
+    "8z": ("8-bit zero_free", ("--state-bits", "8", "--zero-free")),
+    "4": ("4-bit", ("--state-bits", "4")),
+}
+"""The state formats compared: float32, quantize_state at 8 bits (torchao's rounding), at 8
+bits with ``zero_free=True`` (no positive second moment stored as zero) and at 4 bits."""
+QUICK_VARIANTS = ("32", "8")  # the 4-bit path compiles in the memory benchmark's smoke test
+PAIRED_VARIANTS = ("8", "8z")  # run beside float32 at every seed of a task with seeds > 1
 TARGET = 0.01  # 8-bit's final loss within 1% of float32's
 EXAMPLES = machine.REPO_ROOT / "examples"
 
@@ -187,7 +196,7 @@ def _difference(comparison: dict[str, Any], bits: str) -> str:
     if bits not in comparison:
         return "–"
     relative = comparison[bits]["relative_difference"]
-    if bits != "8":
+    if bits not in PAIRED_VARIANTS:
         return f"{relative:+.2%}"
     return f"{relative:+.2%} ({'met' if abs(relative) <= TARGET else 'missed'})"
 
@@ -212,21 +221,29 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"- machine: {m['cpu_model']}, {m['cpu_cores_available']} cores; {m['backend']}; "
         f"versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
         f"- git: {m['git_commit']}{' (dirty)' if m.get('git_dirty') else ''}",
-        f"- `quantize_state(adamw, bits=b, min_size=...)` (min_size per task below), same seeds "
-        f"for every run; target: 8-bit final loss within {TARGET:.0%} of float32's. The last "
-        "column is float32 with the next seed: the seed-to-seed spread of the same loss.",
+        f"- `quantize_state(adamw, bits=b, min_size=...)` (min_size per task below; "
+        "`zero_free=True` where named), same seeds for every run; target: 8-bit final loss "
+        f"within {TARGET:.0%} of float32's. The column after the differences is float32 with "
+        "the next seed: the seed-to-seed spread of the same loss.",
         "",
-        "| task | final loss | float32 | 8-bit | 4-bit | 8-bit vs float32 | 4-bit vs float32 "
-        "| float32, next seed | also |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    variants = [v for v in VARIANTS if any(v in e["runs"] for e in results["tasks"].values())]
+    quantized = [v for v in variants if v != "32"]
+    lines += [
+        "| task | final loss | "
+        + " | ".join(VARIANTS[v][0] for v in variants)
+        + " | "
+        + " | ".join(f"{VARIANTS[v][0]} vs float32" for v in quantized)
+        + " | float32, next seed | also |",
+        "| --- | --- | " + "--- | " * (len(variants) + len(quantized)) + "--- | --- |",
     ]
     for task, entry in results["tasks"].items():
         c = entry["comparison"]
         spread = entry.get("float32_next_seed")
         spread_cell = "–" if spread is None else f"{spread['relative_difference']:+.2%}"
+        cells = [_loss(c, v) for v in variants] + [_difference(c, v) for v in quantized]
         lines.append(
-            f"| {task} | {LOSS_LABELS[entry['metric']]} | {_loss(c, '32')} | {_loss(c, '8')} | "
-            f"{_loss(c, '4')} | {_difference(c, '8')} | {_difference(c, '4')} | {spread_cell} | "
+            f"| {task} | {LOSS_LABELS[entry['metric']]} | {' | '.join(cells)} | {spread_cell} | "
             f"{_also(entry)} |"
         )
     lines += [
@@ -238,7 +255,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "| task | float32, next seed | float32 + update noise |",
         "| --- | --- | --- |",
     ]
-    paired = []
+    paired: list[tuple[str, str, str, dict[str, Any]]] = []
     for task, entry in results["tasks"].items():
         if "float32_update_noise" not in entry:
             continue
@@ -248,27 +265,37 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"{', '.join(f'{d:+.2%}' for d in noise)} |"
         )
         seeds = entry.get("seeds", {})
-        paired += [(task, name, seeds[name]) for name in LOSS_LABELS if name in seeds]
+        paired += [
+            (task, variant, name, seeds[variant][name])
+            for variant in PAIRED_VARIANTS
+            if variant in seeds
+            for name in LOSS_LABELS
+            if name in seeds[variant]
+        ]
     if paired:
         lines += [
             "",
-            "8-bit against float32 over seeds, pair by pair (same init, split and batches "
-            "within a pair): the mean of the relative differences, its standard error and 95% "
-            "t-interval, the smallest and largest difference, and float32's own seed-to-seed "
-            "spread (standard deviation over mean).",
+            "Quantized against float32 over seeds, pair by pair (same init, split and batches "
+            f"within a pair). A run whose final loss is over {DIVERGED:g} times float32's counts "
+            "as diverged; over the others: the mean of the relative differences, its standard "
+            "error and 95% t-interval, the median, the smallest and largest difference. Last, "
+            "float32's own seed-to-seed spread (standard deviation over mean).",
             "",
-            "| task | loss | pairs | mean difference | standard error | 95% interval "
-            "| per-seed range | float32 seed-to-seed std |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| task | state | loss | pairs | diverged | mean difference | standard error "
+            "| 95% interval | median | range | float32 seed-to-seed std |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
-        for task, name, pairs in paired:
+        for task, variant, name, pairs in paired:
             low, high = pairs["interval_95"]
-            differences = pairs["relative_differences"]
+            kept = [
+                d for i, d in enumerate(pairs["relative_differences"]) if i not in pairs["diverged"]
+            ]
             lines.append(
-                f"| {task} | {name} | {len(differences)} | "
+                f"| {task} | {VARIANTS[variant][0]} | {name} | "
+                f"{len(pairs['relative_differences'])} | {len(pairs['diverged'])} | "
                 f"{pairs['mean_relative_difference']:+.2%} | {pairs['standard_error']:.2%} | "
-                f"{low:+.2%} to {high:+.2%} | {min(differences):+.1%} to {max(differences):+.1%} "
-                f"| {pairs['float32_relative_std']:.1%} |"
+                f"{low:+.2%} to {high:+.2%} | {pairs['median_relative_difference']:+.2%} | "
+                f"{min(kept):+.1%} to {max(kept):+.1%} | {pairs['float32_relative_std']:.1%} |"
             )
     lines += [
         "",
@@ -299,11 +326,12 @@ def write_plot(results: dict[str, Any], path: Path) -> None:
 
     tasks = results["tasks"]
     figure, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.6))
-    styles = {"32": ("float32", "#1f77b4", "-"), "8": ("8-bit", "#ff7f0e", "--")}
-    styles["4"] = ("4-bit", "#2ca02c", ":")
+    styles = {"32": ("#1f77b4", "-"), "8": ("#ff7f0e", "--"), "8z": ("#d62728", "-.")}
+    styles["4"] = ("#2ca02c", ":")
     for axis, (task, entry) in zip(np.atleast_1d(axes), tasks.items(), strict=True):
         for bits, run in entry["runs"].items():
-            label, color, linestyle = styles[bits]
+            label = VARIANTS[bits][0]
+            color, linestyle = styles[bits]
             curve = smoothed(run["minibatch_losses"], 20)
             final = entry["comparison"][bits]["final_loss"]
             axis.plot(
@@ -321,7 +349,8 @@ def write_plot(results: dict[str, Any], path: Path) -> None:
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(title="AdamW state (final loss)")
     figure.suptitle(
-        "AdamW with float32, 8-bit and 4-bit state (optkit.quantize_state): same seeds, "
+        "AdamW with float32, 8-bit (also zero_free) and 4-bit state (optkit.quantize_state): "
+        "same seeds, "
         f"{results['machine']['date'][:10]}"
     )
     figure.tight_layout()
@@ -346,10 +375,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         example = load_example(task.example)
         runs = {}
         common = ["--min-size", str(task.min_size), *(task.quick_args if args.quick else ())]
-        for bits in QUICK_BITS if args.quick else BITS:
-            run_args = ["--seed", str(args.seed), "--state-bits", str(bits), *common]
+        for variant in QUICK_VARIANTS if args.quick else VARIANTS:
+            run_args = ["--seed", str(args.seed), *VARIANTS[variant][1], *common]
             print(f"{name}: {shlex.join(run_args)}", file=sys.stderr, flush=True)
-            runs[str(bits)] = example.main(run_args)
+            runs[variant] = example.main(run_args)
         results["tasks"][name] = {
             "example": f"examples/{task.example}.py",
             "metric": task.metric,
@@ -390,13 +419,12 @@ def sensitivity(
     def relative(value: float, to: float = reference) -> float:
         return (value - to) / to
 
-    pairs = [(seed, runs["32"], runs["8"])]
+    pairs = [(seed, {variant: runs[variant] for variant in ("32", *PAIRED_VARIANTS)})]
     for other in range(seed + 1, seed + max(task.seeds, 2)):
         base = ["--seed", str(other), *common]
-        print(f"{task.example}: seed {other}, float32 and 8-bit", file=sys.stderr, flush=True)
-        float32 = example.main([*base, "--state-bits", "32"])
-        eight = example.main([*base, "--state-bits", "8"]) if task.seeds > 1 else None
-        pairs.append((other, float32, eight))
+        variants = ("32", *PAIRED_VARIANTS) if task.seeds > 1 else ("32",)
+        print(f"{task.example}: seed {other}, {', '.join(variants)}", file=sys.stderr, flush=True)
+        pairs.append((other, {v: example.main([*base, *VARIANTS[v][1]]) for v in variants}))
     noise = []
     for noise_seed in range(NOISE_RUNS):
         print(f"{task.example}: float32, update noise {noise_seed}", file=sys.stderr, flush=True)
@@ -405,8 +433,8 @@ def sensitivity(
     out: dict[str, Any] = {
         "float32_next_seed": {
             "seed": pairs[1][0],
-            "final_loss": pairs[1][1][metric],
-            "relative_difference": relative(pairs[1][1][metric]),
+            "final_loss": pairs[1][1]["32"][metric],
+            "relative_difference": relative(pairs[1][1]["32"][metric]),
         },
         "float32_update_noise": {
             "relative_noise": UPDATE_NOISE,
@@ -415,32 +443,51 @@ def sensitivity(
         },
     }
     if task.seeds > 1:
-        out["seeds"] = {"seeds": [s for s, _, _ in pairs]}
-        for name in (metric, task.also_metric):
-            if name is not None:
-                out["seeds"][name] = paired_differences(
-                    [f[name] for _, f, _ in pairs], [e[name] for _, _, e in pairs]
+        out["seeds"] = {"seeds": [s for s, _ in pairs]}
+        for variant in PAIRED_VARIANTS:
+            out["seeds"][variant] = {
+                name: paired_differences(
+                    [runs["32"][name] for _, runs in pairs],
+                    [runs[variant][name] for _, runs in pairs],
                 )
+                for name in (metric, task.also_metric)
+                if name is not None
+            }
     return out
 
 
-def paired_differences(float32s: Sequence[float], eights: Sequence[float]) -> dict[str, Any]:
-    """8-bit against float32 over seeds: each pair's relative difference, their mean with its
-    standard error and 95% t-interval, and the float32 losses' own seed-to-seed spread."""
+DIVERGED = 10.0
+"""A quantized run whose final loss is over ``DIVERGED`` times float32's (or not finite) at the
+same seed counts as diverged, and is left out of the mean of the differences."""
+
+
+def paired_differences(float32s: Sequence[float], quantized: Sequence[float]) -> dict[str, Any]:
+    """A quantized state against float32 over seeds: each pair's relative difference; the
+    pairs whose quantized run diverged (see :data:`DIVERGED`); and over the others, the mean
+    difference with its standard error and 95% t-interval, and the median; and the float32
+    losses' own seed-to-seed spread."""
     from scipy import stats
 
-    differences = [(e - f) / f for f, e in zip(float32s, eights, strict=True)]
-    count = len(differences)
-    mean = float(np.mean(differences))
-    standard_error = float(np.std(differences, ddof=1) / math.sqrt(count))
+    differences = [(q - f) / f for f, q in zip(float32s, quantized, strict=True)]
+    diverged = [
+        i
+        for i, (f, q) in enumerate(zip(float32s, quantized, strict=True))
+        if not math.isfinite(q) or q > DIVERGED * f
+    ]
+    kept = [d for i, d in enumerate(differences) if i not in diverged]
+    count = len(kept)
+    mean = float(np.mean(kept))
+    standard_error = float(np.std(kept, ddof=1) / math.sqrt(count))
     half_width = float(stats.t.ppf(0.975, count - 1)) * standard_error
     return {
         "float32": list(float32s),
-        "8": list(eights),
+        "quantized": list(quantized),
         "relative_differences": differences,
+        "diverged": diverged,
         "mean_relative_difference": mean,
         "standard_error": standard_error,
         "interval_95": [mean - half_width, mean + half_width],
+        "median_relative_difference": float(np.median(kept)),
         "float32_relative_std": float(np.std(float32s, ddof=1) / np.mean(float32s)),
     }
 

@@ -135,13 +135,14 @@ def make_optimizer(
     learning_rate: optkit.ScalarOrSchedule,
     state_bits: int = 32,
     min_size: int = MIN_QUANTIZED_SIZE,
+    zero_free: bool = False,
 ) -> optkit.GradientTransformation:
     """AdamW; with ``state_bits`` 8 or 4, moments of leaves with >= ``min_size`` elements are
     stored quantized (``optkit.quantize_state``)."""
     tx = optkit.adamw(learning_rate, weight_decay=WEIGHT_DECAY)
     if state_bits == 32:
         return tx
-    return optkit.quantize_state(tx, bits=state_bits, min_size=min_size)
+    return optkit.quantize_state(tx, bits=state_bits, min_size=min_size, zero_free=zero_free)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -165,6 +166,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=MIN_QUANTIZED_SIZE,
         help="with --state-bits 8 or 4: smallest buffer that is quantized (default %(default)s)",
     )
+    parser.add_argument(
+        "--zero-free",
+        action="store_true",
+        help="with --state-bits 8: no positive second moment is stored as zero "
+        "(quantize_state's zero_free)",
+    )
     return parser.parse_args(argv)
 
 
@@ -185,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     params = model.init(jax.random.key(args.seed), eval_tokens[:1])["params"]
     num_params = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
     schedule = optkit.schedules.cosine_annealing_lr(LEARNING_RATE, T_max=steps)
-    tx = make_optimizer(schedule, args.state_bits, args.min_size)
+    tx = make_optimizer(schedule, args.state_bits, args.min_size, args.zero_free)
     opt_state = tx.init(params)
 
     def loss_fn(params, tokens):
@@ -208,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     metrics = {
         "steps": steps,
         "state_bits": args.state_bits,
+        "zero_free": args.zero_free,
         "num_params": num_params,
         "entropy_rate": text.entropy_rate(),
         "initial_eval_loss": initial_eval_loss,

@@ -89,6 +89,7 @@ def make_optimizer(
     learning_rate: optkit.ScalarOrSchedule,
     state_bits: int = 32,
     min_size: int = MIN_QUANTIZED_SIZE,
+    zero_free: bool = False,
 ) -> optkit.GradientTransformation:
     """AdamW with decoupled weight decay on every leaf but the biases.
 
@@ -107,7 +108,7 @@ def make_optimizer(
     )
     if state_bits == 32:
         return tx
-    return optkit.quantize_state(tx, bits=state_bits, min_size=min_size)
+    return optkit.quantize_state(tx, bits=state_bits, min_size=min_size, zero_free=zero_free)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -130,6 +131,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=MIN_QUANTIZED_SIZE,
         help="with --state-bits 8 or 4: smallest buffer that is quantized (default %(default)s)",
     )
+    parser.add_argument(
+        "--zero-free",
+        action="store_true",
+        help="with --state-bits 8: no positive second moment is stored as zero "
+        "(quantize_state's zero_free)",
+    )
     return parser.parse_args(argv)
 
 
@@ -149,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
 
     model = MLP()
     params = model.init(jax.random.key(args.seed), x_train[:1])["params"]
-    tx = make_optimizer(schedule, args.state_bits, args.min_size)
+    tx = make_optimizer(schedule, args.state_bits, args.min_size, args.zero_free)
     opt_state = tx.init(params)
 
     def loss_fn(params, images, labels):
@@ -198,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         "epochs": epochs,
         "steps": step,
         "state_bits": args.state_bits,
+        "zero_free": args.zero_free,
         "initial_train_loss": initial_train_loss,
         "final_train_loss": float(train_loss),
         "train_accuracy": float(train_accuracy),

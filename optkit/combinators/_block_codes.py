@@ -104,10 +104,13 @@ def encoder_table(bits: int, signed: bool) -> EncoderTable:
     return EncoderTable(shift, bucket_codes, next_midpoint)
 
 
-def encode(values: jax.Array, bits: int, signed: bool) -> jax.Array:
+def encode(values: jax.Array, bits: int, signed: bool, zero_free: bool = False) -> jax.Array:
     """The uint8 code of each value in ``[-1, 1]`` (or NaN): the number of :func:`midpoints` at
     or below it, found with two elementwise look-ups in :func:`encoder_table` (gathers, which
-    also work on sharded values) and one comparison.
+    also work on sharded values) and one comparison. With ``zero_free``, on an unsigned map
+    whose first entry is zero (the 8-bit one), a positive value below the first midpoint takes
+    code 1, the smallest positive entry, instead of 0: only zero itself (and NaN, and what XLA
+    flushes to zero: subnormals on CPU) reads back as zero.
 
     XLA may compute ``values`` more than once, in different fusions, and round the copies
     differently by an ulp. The code stays that of one of the copies: the bucket may come from
@@ -120,19 +123,22 @@ def encode(values: jax.Array, bits: int, signed: bool) -> jax.Array:
     bucket = (keys >> table.shift) + 2 ** (31 - table.shift)
     code = jnp.asarray(table.bucket_codes)[bucket]
     above = values >= jnp.asarray(table.next_midpoint)[code]
-    return code + above.astype(jnp.uint8)
+    code = code + above.astype(jnp.uint8)
+    if zero_free and not signed and quantization_map(bits, signed)[0] == 0:
+        code = jnp.maximum(code, (values > 0).astype(jnp.uint8))
+    return code
 
 
-@functools.partial(jax.jit, static_argnames=("bits", "signed", "block_size"))
+@functools.partial(jax.jit, static_argnames=("bits", "signed", "block_size", "zero_free"))
 def quantize(
-    buffer: jax.Array, *, bits: int, signed: bool, block_size: int
+    buffer: jax.Array, *, bits: int, signed: bool, block_size: int, zero_free: bool = False
 ) -> tuple[jax.Array, jax.Array]:
     """``(codes, scale)`` of a buffer whose size is a multiple of ``block_size``.
 
     ``codes`` is uint8 of shape ``(num_blocks, block_size * bits // 8)``, ``scale`` float32 of
     shape ``(num_blocks,)``: each block's absolute maximum (zero for an all-zero block, which then
     dequantizes to exactly zero). Each value divided by its scale is rounded to the nearest map
-    entry, ties to the larger one.
+    entry, ties to the larger one (see :func:`encode` for ``zero_free``).
     """
     # A buffer built under jit from constants (a fresh state) would otherwise be quantized by
     # XLA's constant folding, which takes minutes for large buffers.
@@ -141,9 +147,9 @@ def quantize(
     num_blocks = blocks.shape[0]
     chunk = _chunk_blocks(num_blocks, block_size)
     if chunk == num_blocks:
-        return quantize_blocks(blocks, bits, signed)
+        return quantize_blocks(blocks, bits, signed, zero_free)
     codes, scale = jax.lax.map(
-        lambda part: quantize_blocks(part, bits, signed),
+        lambda part: quantize_blocks(part, bits, signed, zero_free),
         blocks.reshape(num_blocks // chunk, chunk, block_size),
     )
     return codes.reshape(num_blocks, -1), scale.reshape(num_blocks)
@@ -162,11 +168,13 @@ def _chunk_blocks(num_blocks: int, block_size: int) -> int:
     return num_blocks if chunk == 1 else chunk
 
 
-def quantize_blocks(blocks: jax.Array, bits: int, signed: bool) -> tuple[jax.Array, jax.Array]:
+def quantize_blocks(
+    blocks: jax.Array, bits: int, signed: bool, zero_free: bool = False
+) -> tuple[jax.Array, jax.Array]:
     """``(codes, scale)`` of a float32 array of blocks (one per row)."""
     scale = jnp.max(jnp.abs(blocks), axis=1)
     scaled = blocks / jnp.where(scale > 0, scale, 1.0)[:, None]
-    codes = encode(scaled, bits, signed)
+    codes = encode(scaled, bits, signed, zero_free)
     if bits == 4:
         pairs = codes.reshape(codes.shape[0], -1, 2)
         codes = (pairs[..., 0] << 4) | pairs[..., 1]

@@ -155,14 +155,15 @@ def chunked_leaf_update(
     hows: list[Any],
     bits: int,
     block_size: int,
+    zero_free: bool = False,
 ) -> tuple[jax.Array, list[Any]]:
     """One quantized leaf's update and new stored buffers, chunk by chunk.
 
     ``run(updates, state, params)`` is the inner update on lists; ``scalars`` the state's nodes
     with its scalars (what :meth:`Layout.restricted` keeps); ``stored[j]`` and ``hows[j]`` the
     leaf's stored buffer and plan in the ``j``-th per-parameter node (a ``QuantizedBuffer`` and
-    its ``_Quantize``, or an array of the param's shape kept as it is). Returns the leaf's
-    update and its new stored buffers.
+    its ``_Quantize``, or an array of the param's shape kept as it is); ``zero_free`` as in
+    :func:`optkit.quantize_state`. Returns the leaf's update and its new stored buffers.
     """
     from optkit.combinators.quantization import QuantizedBuffer
 
@@ -233,7 +234,7 @@ def chunked_leaf_update(
         for buffer, value, how in zip(carried, new, hows, strict=True):
             if isinstance(buffer, QuantizedBuffer):
                 codes, scale = _block_codes.quantize_blocks(
-                    value.astype(jnp.float32), bits, how.signed
+                    value.astype(jnp.float32), bits, how.signed, zero_free
                 )
                 buffer = QuantizedBuffer(
                     put(buffer.codes, codes, index), put(buffer.scale, scale, index)

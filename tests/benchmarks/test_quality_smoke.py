@@ -65,30 +65,34 @@ def test_the_docs_figure_is_written_only_on_request():
 def test_paired_differences_match_a_one_sample_t_interval():
     from scipy import stats
 
-    float32s = [1.0, 2.0, 4.0, 0.5, 1.5]
-    eights = [1.1, 1.9, 4.4, 0.5, 1.65]
-    out = quality.paired_differences(float32s, eights)
-    differences = [0.1, -0.05, 0.1, 0.0, 0.1]
-    assert out["relative_differences"] == pytest.approx(differences)
+    float32s = [1.0, 2.0, 4.0, 0.5, 1.5, 1.0, 2.0]
+    quantized = [1.1, 1.9, 4.4, 0.5, 1.65, 1e20, float("nan")]
+    out = quality.paired_differences(float32s, quantized)
+    assert out["diverged"] == [5, 6]  # over 10x float32's, and not finite
+    kept = [0.1, -0.05, 0.1, 0.0, 0.1]
+    assert out["relative_differences"][:5] == pytest.approx(kept)
     assert out["mean_relative_difference"] == pytest.approx(0.05)
-    assert out["standard_error"] == pytest.approx(stats.sem(differences))
-    interval = stats.ttest_1samp(differences, 0.0).confidence_interval(0.95)
+    assert out["median_relative_difference"] == pytest.approx(0.1)
+    assert out["standard_error"] == pytest.approx(stats.sem(kept))
+    interval = stats.ttest_1samp(kept, 0.0).confidence_interval(0.95)
     assert out["interval_95"] == pytest.approx([interval.low, interval.high])
-    mean = sum(float32s) / 5
-    assert out["float32_relative_std"] == pytest.approx(stats.tstd(float32s) / mean)
+    assert out["float32_relative_std"] == pytest.approx(stats.tstd(float32s) / (12 / 7))
 
 
-def test_markdown_has_a_row_per_paired_loss():
-    pairs = quality.paired_differences([1.0, 2.0, 3.0], [1.01, 1.98, 3.03])
+def test_markdown_has_a_row_per_variant_and_paired_loss():
+    pairs = quality.paired_differences([1.0, 2.0, 3.0, 1.0], [1.01, 1.98, 3.03, 50.0])
     entry = {
         "metric": "final_train_loss",
-        "comparison": {"32": {"final_loss": 1.0, "relative_difference": 0.0}},
-        "runs": {"32": {"seconds": 1.0, "steps": 3}},
+        "comparison": {
+            "32": {"final_loss": 1.0, "relative_difference": 0.0},
+            "8z": {"final_loss": 1.02, "relative_difference": 0.02},
+        },
+        "runs": {"32": {"seconds": 1.0, "steps": 3}, "8z": {"seconds": 1.0, "steps": 3}},
         "min_size": 4096,
         "quantized_leaves": "1 of 2 leaves",
         "float32_next_seed": {"relative_difference": 0.02},
         "float32_update_noise": {"relative_differences": [0.001, -0.002]},
-        "seeds": {"seeds": [0, 1, 2], "final_train_loss": pairs, "test_loss": pairs},
+        "seeds": {"seeds": [0, 1, 2, 3], "8": {"final_train_loss": pairs, "test_loss": pairs}},
     }
     machine = {
         "date": "d",
@@ -100,9 +104,12 @@ def test_markdown_has_a_row_per_paired_loss():
         "git_commit": "g",
     }
     markdown = quality.render_markdown({"machine": machine, "tasks": {"digits MLP": entry}})
+    assert "| float32 | 8-bit zero_free | 8-bit zero_free vs float32 |" in markdown
+    assert "| 1.00000 | 1.02000 | +2.00% (missed) |" in markdown
     low, high = pairs["interval_95"]
     for name in ("final_train_loss", "test_loss"):
         assert (
-            f"| digits MLP | {name} | 3 | {pairs['mean_relative_difference']:+.2%} | "
-            f"{pairs['standard_error']:.2%} | {low:+.2%} to {high:+.2%} | -1.0% to +1.0% |"
+            f"| digits MLP | 8-bit | {name} | 4 | 1 | {pairs['mean_relative_difference']:+.2%} | "
+            f"{pairs['standard_error']:.2%} | {low:+.2%} to {high:+.2%} | +1.00% | "
+            "-1.0% to +1.0% |"
         ) in markdown
