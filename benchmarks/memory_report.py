@@ -191,7 +191,9 @@ def write_plot(results: dict[str, Any], path: Path) -> None:
     labels = [name.replace("optkit ", "optkit\n").replace("optax ", "optax\n") for name in names]
     colors = ["#7f7f7f", "#1f77b4", "#ff7f0e", "#2ca02c"][: len(names)]
     zero = results.get("zero")
-    figure, axes = plt.subplots(1, 3 if zero else 2, figsize=(16 if zero else 11, 4.8))
+    torch = results.get("torch")
+    panels = 2 + bool(zero) + bool(torch)
+    figure, axes = plt.subplots(1, panels, figsize=(5.4 * panels, 4.8))
     records = results["optimizers"]
 
     state_axis = axes[0]
@@ -233,6 +235,29 @@ def write_plot(results: dict[str, Any], path: Path) -> None:
         zero_axis.set_xticks(list(xs), zero_labels)
         zero_axis.set(ylabel="MiB per device", title=f"State per device, {zero['devices']} devices")
         zero_axis.legend()
+    if torch:
+        torch_axis = axes[-1]
+        widths = [bits for bits in (8, 4) if f"torchao adamw {bits}-bit" in torch["optimizers"]]
+        ours = [records[f"optkit adamw {bits}-bit"]["step_ratio_to_reference"] for bits in widths]
+        theirs = [
+            torch["optimizers"][f"torchao adamw {bits}-bit"]["step_ratio_to_torch_reference"]
+            for bits in widths
+        ]
+        xs = range(len(widths))
+        for offset, values, label, color in (
+            (-0.2, ours, "optkit (over optkit.adamw)", "#ff7f0e"),
+            (0.2, theirs, f"torchao (over {torch['reference']})", "#9467bd"),
+        ):
+            torch_axis.bar([x + offset for x in xs], values, 0.4, label=label, color=color)
+            for x, value in zip(xs, values, strict=True):
+                torch_axis.text(x + offset, value, f"{value:.1f}x", ha="center", va="bottom")
+        torch_axis.set_xticks(list(xs), [f"{bits}-bit AdamW" for bits in widths])
+        torch_axis.axhline(1.0, color="gray", linewidth=0.8)
+        torch_axis.set(
+            ylabel="step time / same library's float32 AdamW",
+            title="Quantized step over float32, by library",
+        )
+        torch_axis.legend(loc="upper left")
     m = results["machine"]
     figure.suptitle(
         f"{results['workload']['description']} on {m['backend']} ({m['device_kind']}), "
