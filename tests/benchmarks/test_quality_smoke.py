@@ -31,11 +31,13 @@ def test_every_run_trains_with_finite_losses(quick_run):
     _, _, results = quick_run
     assert list(results["tasks"]) == list(quality.TASKS)
     for task, entry in results["tasks"].items():
-        assert list(entry["runs"]) == ["32", "8"], task
+        assert list(entry["runs"]) == list(quality.TASKS[task].quick_variants), task
         steps = {run["steps"] for run in entry["runs"].values()}
         assert len(steps) == 1, task  # the same schedule for every state format
         for bits, run in entry["runs"].items():
-            assert run["state_bits"] == int(bits)
+            arguments = quality.VARIANTS[bits][1]
+            assert run["state_bits"] == int(arguments[1])
+            assert run["zero_free"] == ("--zero-free" in arguments)
             losses = [*run["minibatch_losses"], run[entry["metric"]]]
             assert len(losses) == run["steps"] + 1
             assert all(math.isfinite(loss) for loss in losses), (task, bits)
