@@ -202,13 +202,18 @@ def compare(runs: dict[str, dict[str, Any]], metric: str) -> dict[str, Any]:
 
 
 def _loss(comparison: dict[str, Any], bits: str) -> str:
-    return f"{comparison[bits]['final_loss']:.5f}" if bits in comparison else "–"
+    if bits not in comparison:
+        return "–"
+    loss = comparison[bits]["final_loss"]
+    return f"{loss:.5f}" if math.isfinite(loss) else f"{loss} (diverged)"
 
 
 def _difference(comparison: dict[str, Any], bits: str) -> str:
     if bits not in comparison:
         return "–"
     relative = comparison[bits]["relative_difference"]
+    if not math.isfinite(relative):
+        return "diverged"
     if bits not in PAIRED_VARIANTS:
         return f"{relative:+.2%}"
     return f"{relative:+.2%} ({'met' if abs(relative) <= TARGET else 'missed'})"
@@ -354,7 +359,9 @@ def write_plot(results: dict[str, Any], path: Path) -> None:
                 color=color,
                 linestyle=linestyle,
                 linewidth=1.6,
-                label=f"{label}: final {final:.4g}",
+                label=f"{label}: final {final:.4g}"
+                if math.isfinite(final)
+                else f"{label}: diverged",
             )
         axis.set(yscale="log", xlabel="step", ylabel="minibatch loss (20-step mean, log)")
         axis.set_title(
