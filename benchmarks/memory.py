@@ -191,7 +191,35 @@ def state_bytes(tx: Any, tree: Any, num_params: int) -> dict[str, Any]:
     }
 
 
-class Subject:
+class Timed:
+    """Something timed in :func:`time_in_rounds`: ``run(steps)`` returns seconds per step,
+    ``release()`` frees its arrays; samples and the summary land in ``record``."""
+
+    record: dict[str, Any]
+    steps_per_sample: int = 1
+
+    def run(self, steps: int) -> float:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def warm_up(self, steps: int, min_sample_s: float) -> None:
+        warm = [self.run(1) for _ in range(max(steps, 1))]
+        self.record["warmup_s"] = warm
+        self.steps_per_sample = measure.steps_per_sample(min(warm), min_sample_s)
+        self.record["steps_per_sample"] = self.steps_per_sample
+
+    def sample(self, count: int) -> None:
+        self.record["samples_s"] += [self.run(self.steps_per_sample) for _ in range(count)]
+
+    def finish(self) -> dict[str, Any]:
+        self.release()
+        self.record["step"] = measure.summarize(self.record["samples_s"])
+        return self.record
+
+
+class Subject(Timed):
     """One optimizer's compiled step and live arrays, timed in rounds beside the others."""
 
     def __init__(self, config: Config, workload: Workload, host_params: Any, data: Any) -> None:
@@ -224,25 +252,19 @@ class Subject:
             "device_after_init": measure.device_memory(device),
         }
         self.runner = measure.Runner(compiled.executable, (params, state), (data,))
-        self.steps_per_sample = 1
+
+    def run(self, steps: int) -> float:
+        return self.runner.run(steps)
+
+    def release(self) -> None:
+        self.runner.release()
 
     def warm_up(self, steps: int, min_sample_s: float) -> None:
-        warm = [self.runner.run(1) for _ in range(max(steps, 1))]
-        self.record["warmup_s"] = warm
-        self.steps_per_sample = measure.steps_per_sample(min(warm), min_sample_s)
-        self.record["steps_per_sample"] = self.steps_per_sample
+        super().warm_up(steps, min_sample_s)
         self.record["memory"]["device_after_warmup"] = measure.device_memory(jax.devices()[0])
 
-    def sample(self, count: int) -> None:
-        self.record["samples_s"] += [self.runner.run(self.steps_per_sample) for _ in range(count)]
 
-    def finish(self) -> dict[str, Any]:
-        self.runner.release()
-        self.record["step"] = measure.summarize(self.record["samples_s"])
-        return self.record
-
-
-def time_in_rounds(subjects: list[Subject], args: argparse.Namespace, log: Log) -> None:
+def time_in_rounds(subjects: list[Timed], args: argparse.Namespace, log: Log) -> None:
     """Samples in alternating rounds (the order rotates each round) so load drifts hit all."""
     for subject in subjects:
         subject.warm_up(args.warmup, args.min_sample_seconds)
@@ -256,7 +278,7 @@ def time_in_rounds(subjects: list[Subject], args: argparse.Namespace, log: Log) 
         log(f"round {round_index + 1}/{args.rounds} done")
 
 
-def torch_reference_subjects(host_params: Any, host_data: Any, log: Log) -> list[Any]:
+def torch_reference_subjects(host_params: Any, host_data: Any, log: Log) -> list[Timed]:
     """The ``--torch`` subjects (``benchmarks.memory_torch``) on the same params and data.
 
     torch's OpenMP threads would otherwise spin, busy, for a while after each of its parallel
@@ -355,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     host_params = host_random(workload.tree, args.seed)
     host_data = host_random(workload.tree, args.seed + 1)
     data = to_device(host_data)
-    subjects: list[Any] = []
+    subjects: list[Timed] = []
     for config in CONFIGS.values():
         log(f"{config.name}: compile, allocate, init")
         subjects.append(Subject(config, workload, host_params, data))

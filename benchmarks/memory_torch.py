@@ -26,8 +26,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from benchmarks import measure
-from benchmarks.memory import LEARNING_RATE, WEIGHT_DECAY
+from benchmarks.memory import LEARNING_RATE, WEIGHT_DECAY, Timed
 
 REFERENCE = "torch adamw fused"
 
@@ -108,8 +107,8 @@ def state_bytes(optimizer: Any) -> int:
     return sum(storages.values())
 
 
-class TorchSubject:
-    """One torch optimizer's step on the tree, with the interface of ``memory.Subject``."""
+class TorchSubject(Timed):
+    """One torch optimizer's step on the tree, timed as ``memory.Subject`` is."""
 
     def __init__(self, config: TorchConfig, host_params: Any, host_data: Any) -> None:
         import torch
@@ -123,17 +122,15 @@ class TorchSubject:
         num_params = sum(param.numel() for param in self.params)
         start = time.perf_counter()
         self._step()  # the first step allocates the state (and compiles torchao's steps)
-        self.record: dict[str, Any] = {
+        first_step_s = time.perf_counter() - start
+        total = state_bytes(self.optimizer)
+        self.record = {
             "library": "torchao" if config.bits < 32 else "torch",
             "description": config.description,
-            "first_step_s": time.perf_counter() - start,
-            "state": {
-                "bytes": state_bytes(self.optimizer),
-                "bytes_per_param": state_bytes(self.optimizer) / num_params,
-            },
+            "first_step_s": first_step_s,
+            "state": {"bytes": total, "bytes_per_param": total / num_params},
             "samples_s": [],
         }
-        self.steps_per_sample = 1
 
     def _step(self) -> None:
         import torch
@@ -150,17 +147,6 @@ class TorchSubject:
             self._step()
         return (time.perf_counter() - start) / steps
 
-    def warm_up(self, steps: int, min_sample_s: float) -> None:
-        warm = [self.run(1) for _ in range(max(steps, 1))]
-        self.record["warmup_s"] = warm
-        self.steps_per_sample = measure.steps_per_sample(min(warm), min_sample_s)
-        self.record["steps_per_sample"] = self.steps_per_sample
-
-    def sample(self, count: int) -> None:
-        self.record["samples_s"] += [self.run(self.steps_per_sample) for _ in range(count)]
-
-    def finish(self) -> dict[str, Any]:
+    def release(self) -> None:
         self.params = self.data = []
         self.optimizer = None
-        self.record["step"] = measure.summarize(self.record["samples_s"])
-        return self.record
